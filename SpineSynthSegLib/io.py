@@ -1,0 +1,375 @@
+"""Volume I/O with full geometry, validation, canonical reorientation and resampling.
+
+One `Volume` type travels through the library: a 3D NumPy array whose axes follow the ITK index
+order (i, j, k), so that ``spacing[a]`` is the voxel size along ``array.shape[a]``, plus the
+origin and direction cosines in ITK's LPS world frame. SimpleITK reads NIfTI, NRRD, MHA and DICOM
+series and writes NIfTI/NRRD/MHA; writes are atomic (temporary file in the target folder, then
+rename), so a failed write leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel.orientations as nio
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+READ_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class Volume:
+    """A 3D array with its physical geometry.
+
+    Attributes:
+        array: 3D array, axes in ITK index order (i, j, k).
+        spacing: voxel size in mm along each array axis.
+        origin: world position (LPS, mm) of the centre of voxel (0, 0, 0).
+        direction: 3x3 matrix whose column ``a`` is the LPS unit vector of array axis ``a``.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+
+    def __post_init__(self) -> None:
+        self.spacing = tuple(float(s) for s in self.spacing)
+        self.origin = tuple(float(o) for o in self.origin)
+        self.direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        if self.array.ndim != 3:
+            raise InputError(f"expected a 3D array, got shape {self.array.shape}")
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise InputError(f"spacing must be three positive numbers, got {self.spacing}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 voxel-to-world matrix in LPS (ITK) coordinates."""
+        aff = np.eye(4)
+        aff[:3, :3] = self.direction * np.asarray(self.spacing)[None, :]
+        aff[:3, 3] = self.origin
+        return aff
+
+    @property
+    def affine_ras(self) -> np.ndarray:
+        """4x4 voxel-to-world matrix in RAS (NIfTI/nibabel/Slicer) coordinates."""
+        aff = self.affine
+        aff[:3] = _LPS_TO_RAS @ aff[:3]
+        return aff
+
+    @classmethod
+    def from_affine_ras(cls, array: np.ndarray, affine_ras: np.ndarray) -> Volume:
+        lps = _LPS_TO_RAS @ np.asarray(affine_ras, dtype=float)[:3]
+        spacing = np.linalg.norm(lps[:, :3], axis=0)
+        return cls(array, tuple(spacing), tuple(lps[:, 3]), lps[:, :3] / spacing[None, :])
+
+    def with_array(self, array: np.ndarray) -> Volume:
+        """Same geometry, new voxel data (same shape)."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"shape {array.shape} does not match the volume's {self.shape}")
+        return Volume(array, self.spacing, self.origin, self.direction.copy())
+
+    def orientation(self) -> str:
+        """Axis codes in nibabel's RAS convention, e.g. 'IPR' (axis 0 points inferior)."""
+        return "".join(nio.aff2axcodes(self.affine_ras))
+
+    def geometry_mismatch(self, other: Volume, tol: float = 1e-3) -> list[str]:
+        """Names of the geometry properties that differ beyond ``tol`` (mm or cosine)."""
+        diffs = []
+        if self.shape != other.shape:
+            diffs.append(f"shape {self.shape} vs {other.shape}")
+        if not np.allclose(self.spacing, other.spacing, atol=tol):
+            diffs.append(f"spacing {_fmt(self.spacing)} vs {_fmt(other.spacing)}")
+        if not np.allclose(self.origin, other.origin, atol=tol * 10):
+            diffs.append(f"origin {_fmt(self.origin)} vs {_fmt(other.origin)}")
+        if not np.allclose(self.direction, other.direction, atol=tol):
+            diffs.append("direction cosines differ")
+        return diffs
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+# ----------------------------------------------------------------------------- SimpleITK bridge
+
+
+def to_sitk(vol: Volume) -> sitk.Image:
+    img = sitk.GetImageFromArray(np.ascontiguousarray(vol.array.transpose(2, 1, 0)))
+    img.SetSpacing(vol.spacing)
+    img.SetOrigin(vol.origin)
+    img.SetDirection(tuple(vol.direction.ravel()))
+    return img
+
+
+def from_sitk(img: sitk.Image, source: str | None = None) -> Volume:
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"expected a scalar volume, got {img.GetNumberOfComponentsPerPixel()} components "
+            "per voxel",
+            source,
+        )
+    dim = img.GetDimension()
+    if dim == 4 and img.GetSize()[3] == 1:  # a trailing singleton time axis is harmless
+        img = img[:, :, :, 0]
+        dim = 3
+    if dim != 3:
+        raise InputError(f"expected a 3D volume, got a {dim}D image of size {img.GetSize()}", source)
+    array = sitk.GetArrayFromImage(img).transpose(2, 1, 0)
+    direction = np.asarray(img.GetDirection(), dtype=float).reshape(3, 3)
+    return Volume(array, img.GetSpacing(), img.GetOrigin(), direction)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a 3D volume (NIfTI, NRRD, MHA, or a DICOM series folder) with its geometry.
+
+    Raises:
+        InputError: missing, unreadable, truncated or non-3D input; the message names the file.
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise InputError("file not found", source)
+    try:
+        if path.is_dir():
+            img = _read_dicom_series(path)
+        else:
+            img = sitk.ReadImage(source)
+            # ReadImage is lazy about pixel data for some formats: force the read here.
+            sitk.GetArrayViewFromImage(img)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = next((line for line in first if "ERROR" in line or "rror" in line), first[-1] if first else "")
+        raise InputError(f"cannot read the file (corrupt, truncated or unsupported): {detail.strip()}", source) from err
+    return from_sitk(img, source)
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError("no DICOM series found in this folder", str(folder))
+    files = [reader.GetGDCMSeriesFileNames(str(folder), s) for s in series]
+    chosen = max(files, key=len)
+    if len(series) > 1:
+        log.warning("%s holds %d DICOM series; reading the largest (%d files)", folder, len(series), len(chosen))
+    reader.SetFileNames(chosen)
+    return reader.Execute()
+
+
+def check_image(vol: Volume, source: str) -> Volume:
+    """Reject empty, non-finite or constant intensity volumes (raises InputError)."""
+    if vol.array.size == 0 or 0 in vol.shape:
+        raise InputError(f"empty volume (shape {vol.shape})", source)
+    data = vol.array
+    if np.issubdtype(data.dtype, np.floating):
+        bad = ~np.isfinite(data)
+        if bad.any():
+            raise InputError(f"contains {int(bad.sum())} NaN/Inf voxels", source)
+    if data.min() == data.max():
+        raise InputError(f"constant volume (every voxel is {data.flat[0]})", source)
+    return vol
+
+
+def check_labels(vol: Volume, source: str) -> Volume:
+    """Validate a label map and return it with an int32 array (raises InputError)."""
+    data = vol.array
+    if data.size == 0 or 0 in vol.shape:
+        raise InputError(f"empty label map (shape {vol.shape})", source)
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.isfinite(data).all():
+            raise InputError("label map contains NaN/Inf", source)
+        if not np.array_equal(data, np.round(data)):
+            raise InputError("label map has non-integer values (is this an intensity image?)", source)
+    if data.min() < 0:
+        raise InputError(f"label map has negative labels (min {data.min()})", source)
+    if data.max() > np.iinfo(np.int32).max:
+        raise InputError(f"label value {data.max()} is too large", source)
+    return vol.with_array(data.astype(np.int32))
+
+
+def read_image(path: str | os.PathLike) -> Volume:
+    """Read and validate an intensity image (float32)."""
+    vol = check_image(read_volume(path), str(path))
+    return vol.with_array(vol.array.astype(np.float32))
+
+
+def read_labels(path: str | os.PathLike) -> Volume:
+    """Read and validate a label map (int32)."""
+    return check_labels(read_volume(path), str(path))
+
+
+def check_same_geometry(a: Volume, b: Volume, a_name: str, b_name: str) -> None:
+    """Raise InputError when two volumes do not share one voxel grid."""
+    diffs = a.geometry_mismatch(b)
+    if diffs:
+        raise InputError(f"geometry does not match {b_name}: " + "; ".join(diffs), a_name)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def write_volume(vol: Volume, path: str | os.PathLike, compress: bool | None = None) -> Path:
+    """Write atomically to NIfTI (.nii/.nii.gz), NRRD or MHA, keeping the geometry."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix not in WRITE_SUFFIXES:
+        raise InputError(f"unsupported output format '{suffix}'; use one of {WRITE_SUFFIXES}", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    use_compression = suffix == ".nii.gz" if compress is None else compress
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(to_sitk(vol), tmp, use_compression)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write a small file (JSON, PNG) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------- orientation
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """How a volume was permuted/flipped to a canonical orientation; `undo` reverses it."""
+
+    transform: np.ndarray  # nibabel ornt from original to canonical
+    original_shape: tuple[int, int, int]
+
+    def undo(self, vol: Volume) -> Volume:
+        expected = [0, 0, 0]
+        for src, (dst, _flip) in enumerate(self.transform):
+            expected[int(dst)] = self.original_shape[src]
+        if vol.shape != tuple(expected):
+            raise ValueError(f"volume of shape {vol.shape} was not produced by this reorientation")
+        return _apply_ornt(vol, _invert_ornt(self.transform))
+
+
+def _invert_ornt(ornt: np.ndarray) -> np.ndarray:
+    inv = np.zeros_like(ornt)
+    for src, (dst, flip) in enumerate(ornt):
+        inv[int(dst)] = [src, flip]
+    return inv
+
+
+def _apply_ornt(vol: Volume, ornt: np.ndarray) -> Volume:
+    array = nio.apply_orientation(vol.array, ornt)
+    affine = vol.affine_ras @ nio.inv_ornt_aff(ornt, vol.shape)
+    return Volume.from_affine_ras(np.ascontiguousarray(array), affine)
+
+
+def reorient(vol: Volume, axcodes: str = "RAS") -> tuple[Volume, Reorientation]:
+    """Permute/flip the array so that its axes point along ``axcodes`` (nibabel RAS letters).
+
+    Only axis permutations and flips are applied, so the voxel values and the physical space
+    are kept exactly (oblique direction cosines stay oblique); ``Reorientation.undo`` restores
+    the original array and geometry.
+    """
+    start = nio.io_orientation(vol.affine_ras)
+    end = nio.axcodes2ornt(tuple(axcodes))
+    ornt = nio.ornt_transform(start, end)
+    return _apply_ornt(vol, ornt), Reorientation(ornt, vol.shape)
+
+
+# ----------------------------------------------------------------------------- resampling
+
+_INTERPOLATORS = {
+    "linear": sitk.sitkLinear,
+    "bspline": sitk.sitkBSpline,
+    "nearest": sitk.sitkNearestNeighbor,
+}
+
+
+def grid_for_spacing(vol: Volume, spacing) -> Volume:
+    """An empty volume covering the same field of view as ``vol`` at a new spacing."""
+    spacing = np.asarray(spacing, dtype=float)
+    if spacing.shape != (3,) or (spacing <= 0).any():
+        raise InputError(f"target spacing must be three positive numbers, got {spacing.tolist()}")
+    extent = np.asarray(vol.shape) * np.asarray(vol.spacing)
+    size = np.maximum(1, np.round(extent / spacing)).astype(int)
+    corner = np.asarray(vol.origin) - vol.direction @ (np.asarray(vol.spacing) / 2)
+    origin = corner + vol.direction @ (spacing / 2)
+    return Volume(np.zeros(tuple(size), np.uint8), tuple(spacing), tuple(origin), vol.direction.copy())
+
+
+def resample_to(vol: Volume, reference: Volume, method: str = "linear", fill: float = 0.0) -> Volume:
+    """Resample ``vol`` onto the grid of ``reference``.
+
+    Args:
+        method: 'linear' or 'bspline' for images; 'nearest' or 'onehot' (per-label linear
+            interpolation, then argmax: smoother boundaries) for label maps.
+    """
+    ref = to_sitk(reference.with_array(np.zeros(reference.shape, np.uint8)))
+    if method == "onehot":
+        return _resample_onehot(vol, ref)
+    if method not in _INTERPOLATORS:
+        raise InputError(f"unknown interpolation '{method}'; use linear, bspline, nearest or onehot")
+    src = to_sitk(vol)
+    out_type = src.GetPixelID() if method == "nearest" else sitk.sitkFloat32
+    if method != "nearest":
+        src = sitk.Cast(src, sitk.sitkFloat32)
+    img = sitk.Resample(src, ref, sitk.Transform(), _INTERPOLATORS[method], fill, out_type)
+    return from_sitk(img)
+
+
+def _resample_onehot(vol: Volume, ref: sitk.Image) -> Volume:
+    labels = np.unique(vol.array)
+    best = None
+    score = None
+    for lab in labels:
+        mask = to_sitk(vol.with_array((vol.array == lab).astype(np.float32)))
+        prob = sitk.GetArrayFromImage(sitk.Resample(mask, ref, sitk.Transform(), sitk.sitkLinear, 0.0))
+        if best is None:
+            best = np.full(prob.shape, lab, dtype=vol.array.dtype)
+            score = prob
+        else:
+            better = prob > score
+            best[better] = lab
+            score = np.maximum(score, prob)
+    out = from_sitk(ref)
+    return out.with_array(best.transpose(2, 1, 0).copy())
+
+
+def resample(vol: Volume, spacing, method: str = "linear") -> Volume:
+    """Resample to a new spacing (array-axis order, mm), keeping the field of view."""
+    return resample_to(vol, grid_for_spacing(vol, spacing), method)

@@ -1,0 +1,1 @@
+"""Synthesis engine: label maps to images (domain randomization and MR physics)."""
