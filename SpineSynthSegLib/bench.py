@@ -1,0 +1,137 @@
+"""`spinesynthseg bench synth`: the random synthesis chain here, in TorchIO and in MONAI.
+
+One process, same label map (160 x 160 x 64 voxels, 15 labels), each chain run ``repeats`` times
+after a warm-up; prints the median seconds per sample side by side and our speed-up over each.
+TorchIO (optional extra ``bench``) and MONAI chains use their own transforms for the same stages:
+flip, affine, elastic, labels -> image (GMM), bias field, gamma, blur, anisotropy, noise.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from .synthesis.pipeline import LabelBatch, SynthesisConfig, SynthesisPipeline
+from .synthesis.sampling import make_generator
+
+log = logging.getLogger(__name__)
+
+BENCH_SHAPE = (160, 160, 64)
+BENCH_LABELS = 15
+
+
+def voronoi_labels(shape=BENCH_SHAPE, n_labels: int = BENCH_LABELS, seed: int = 0) -> np.ndarray:
+    """A label map of ``n_labels`` Voronoi cells (labels 0..n-1), deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 1, (n_labels, 3)) * np.asarray(shape)
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"), -1)
+    best = np.zeros(shape, np.int64)
+    dist = np.full(shape, np.inf, np.float32)
+    for k, c in enumerate(centres):
+        d = ((grid - c) ** 2).sum(-1)
+        closer = d < dist
+        best[closer], dist[closer] = k, d[closer]
+    return best
+
+
+def _time(fn: Callable[[], object], repeats: int, per_call: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) / per_call)
+    return statistics.median(times)
+
+
+def ours_chain(labels: np.ndarray, device: str, batch: int) -> Callable[[], object]:
+    from .labels import LabelTable
+
+    table = LabelTable.for_labels(labels)
+    src = LabelBatch.from_array(labels, table, (1.0, 1.0, 1.0)).to(device)
+    pipe = SynthesisPipeline(SynthesisConfig(mode="random", resolution_prob=1.0))
+    gen = make_generator(0, device)
+    stacked = LabelBatch.stack([src] * batch)
+
+    def run():
+        with torch.no_grad():
+            out = pipe(stacked, gen)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def torchio_chain(labels: np.ndarray) -> Callable[[], object]:
+    import torchio as tio
+
+    subject = tio.Subject(label=tio.LabelMap(tensor=torch.from_numpy(labels)[None].int()))
+    chain = tio.Compose([
+        tio.RandomFlip(axes=(0,)),
+        tio.RandomAffine(scales=0.2, degrees=15),
+        tio.RandomElasticDeformation(),
+        tio.RandomLabelsToImage(label_key="label", image_key="image"),
+        tio.RandomBiasField(),
+        tio.RescaleIntensity(out_min_max=(0, 1), include=["image"]),
+        tio.RandomGamma(),
+        tio.RandomBlur(),
+        tio.RandomAnisotropy(),
+        tio.RandomNoise(),
+    ])
+    return lambda: chain(subject)
+
+
+def monai_chain(labels: np.ndarray, seed: int = 0) -> Callable[[], object]:
+    from monai import transforms as mt
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def labels_to_image(d):  # MONAI has no labels-to-image transform: the same GMM, in torch
+        lab = torch.as_tensor(d["label"]).long()
+        k = int(lab.max()) + 1
+        mu, sd = torch.rand(k, generator=gen) * 250, torch.rand(k, generator=gen) * 30
+        d["image"] = mu[lab] + sd[lab] * torch.randn(lab.shape, generator=gen)
+        return d
+
+    chain = mt.Compose([
+        mt.RandFlipd(keys="label", prob=0.5, spatial_axis=0),
+        mt.RandAffined(keys="label", prob=1.0, rotate_range=(0.26, 0.26, 0.26), scale_range=(0.2, 0.2, 0.2), shear_range=(0.012,) * 6, mode="nearest"),
+        mt.Rand3DElasticd(keys="label", sigma_range=(5, 8), magnitude_range=(0, 4), prob=1.0, mode="nearest"),
+        mt.Lambda(labels_to_image),
+        mt.RandBiasFieldd(keys="image", prob=1.0),
+        mt.ScaleIntensityd(keys="image"),
+        mt.RandAdjustContrastd(keys="image", prob=1.0, gamma=(0.6, 1.65)),
+        mt.RandGaussianSmoothd(keys="image", prob=1.0),
+        mt.RandSimulateLowResolutiond(keys="image", prob=1.0, zoom_range=(0.2, 1.0)),
+        mt.RandGaussianNoised(keys="image", prob=1.0, std=0.05),
+    ])
+    chain.set_random_state(seed)
+    data = {"label": torch.from_numpy(labels)[None].float()}
+    return lambda: chain(dict(data))
+
+
+def run_synth_benchmark(repeats: int = 7, device: str = "cpu", batch: int = 1, include=("ours", "torchio", "monai")) -> dict[str, float]:
+    """Print and return the median seconds per sample of each chain."""
+    labels = voronoi_labels()
+    print(f"label map {BENCH_SHAPE}, {BENCH_LABELS} labels; torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
+    results: dict[str, float] = {}
+    if "ours" in include:
+        results["ours"] = _time(ours_chain(labels, device, batch), repeats, batch)
+    if "torchio" in include:
+        try:
+            results["torchio"] = _time(torchio_chain(labels), repeats, 1)
+        except ImportError:
+            print("torchio not installed (pip install 'SpineSynthSegLib[bench]'): skipped")
+    if "monai" in include:
+        results["monai"] = _time(monai_chain(labels), repeats, 1)
+    print(f"{'chain':<10}{'median s/sample':>18}{'samples/s':>12}{'our speed-up':>14}")
+    for name, sec in results.items():
+        ratio = f"{sec / results['ours']:.1f}x" if "ours" in results and name != "ours" else "-"
+        print(f"{name:<10}{sec:>18.4f}{1 / sec:>12.2f}{ratio:>14}")
+    return results
