@@ -9,12 +9,15 @@ rename), so a failed write leaves no partial output.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import nibabel.orientations as nio
 import numpy as np
 import SimpleITK as sitk
@@ -159,7 +162,50 @@ def read_volume(path: str | os.PathLike) -> Volume:
         first = str(err).strip().splitlines()
         detail = next((line for line in first if "ERROR" in line or "rror" in line), first[-1] if first else "")
         raise InputError(f"cannot read the file (corrupt, truncated or unsupported): {detail.strip()}", source) from err
-    return from_sitk(img, source)
+    vol = from_sitk(img, source)
+    if not path.is_dir() and _suffix(path) in (".nii", ".nii.gz"):
+        vol = _check_nifti(path, vol)
+    return vol
+
+
+def _check_nifti(path: Path, vol: Volume) -> Volume:
+    """Catch two silent ITK NIfTI behaviours: truncated files and non-finite voxels.
+
+    ITK pads a truncated NIfTI (.nii or .nii.gz) with zeros without any error, and it reads NaN
+    and +-Inf voxels as 0. Raise InputError for the first; put the NaN/Inf values back for the
+    second, so that the validators (`check_image`, `check_labels`) see what the file holds.
+    """
+    source = str(path)
+    try:
+        proxy = nib.load(source).dataobj  # reads the header only
+        need = int(proxy.offset) + int(np.prod(proxy.shape, dtype=np.int64)) * np.dtype(proxy.dtype).itemsize
+    except Exception:  # noqa: BLE001 - a header nibabel cannot parse: trust ITK's successful read
+        log.debug("nibabel cannot parse %s; skipping the NIfTI checks", path)
+        return vol
+    if np.dtype(proxy.dtype).kind == "f":
+        try:
+            data = np.asanyarray(proxy)
+        except (EOFError, OSError, ValueError, zlib.error) as err:
+            raise InputError(f"truncated or corrupt voxel data ({err})", source) from err
+        bad = ~np.isfinite(data)
+        if bad.any() and data.size == vol.array.size and np.issubdtype(vol.array.dtype, np.floating):
+            array = vol.array.copy()
+            array[bad.reshape(vol.shape)] = data[bad]
+            vol = vol.with_array(array)
+        return vol
+    if _suffix(path) == ".nii":
+        have = path.stat().st_size
+    else:
+        have = 0
+        try:
+            with gzip.open(path, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    have += len(chunk)
+        except (EOFError, OSError, zlib.error) as err:
+            raise InputError(f"truncated or corrupt gzip data ({err})", source) from err
+    if have < need:
+        raise InputError(f"truncated file: {have} bytes, the header needs {need}", source)
+    return vol
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -232,6 +278,19 @@ def _suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def _file_mode(path: Path) -> int:
+    """Permissions for a new file at ``path``: the existing file's, else 0o666 minus the umask.
+
+    ``mkstemp`` creates 0o600 files; without this an atomic write would leave outputs private.
+    """
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_volume(vol: Volume, path: str | os.PathLike, compress: bool | None = None) -> Path:
     """Write atomically to NIfTI (.nii/.nii.gz), NRRD or MHA, keeping the geometry."""
     path = Path(path)
@@ -244,6 +303,7 @@ def write_volume(vol: Volume, path: str | os.PathLike, compress: bool | None = N
     os.close(fd)
     try:
         sitk.WriteImage(to_sitk(vol), tmp, use_compression)
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -259,6 +319,7 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -321,14 +382,19 @@ _INTERPOLATORS = {
 
 
 def grid_for_spacing(vol: Volume, spacing) -> Volume:
-    """An empty volume covering the same field of view as ``vol`` at a new spacing."""
+    """An empty volume covering the same field of view as ``vol`` at a new spacing.
+
+    The new grid has the same direction and the same centre; its extent is the old one rounded
+    to a whole number of new voxels (so it differs by at most half a new voxel at each end).
+    """
     spacing = np.asarray(spacing, dtype=float)
-    if spacing.shape != (3,) or (spacing <= 0).any():
+    if spacing.shape != (3,) or not np.isfinite(spacing).all() or (spacing <= 0).any():
         raise InputError(f"target spacing must be three positive numbers, got {spacing.tolist()}")
-    extent = np.asarray(vol.shape) * np.asarray(vol.spacing)
+    old_spacing = np.asarray(vol.spacing)
+    extent = np.asarray(vol.shape) * old_spacing
     size = np.maximum(1, np.round(extent / spacing)).astype(int)
-    corner = np.asarray(vol.origin) - vol.direction @ (np.asarray(vol.spacing) / 2)
-    origin = corner + vol.direction @ (spacing / 2)
+    centre = np.asarray(vol.origin) + vol.direction @ ((np.asarray(vol.shape) - 1) * old_spacing / 2)
+    origin = centre - vol.direction @ ((size - 1) * spacing / 2)
     return Volume(np.zeros(tuple(size), np.uint8), tuple(spacing), tuple(origin), vol.direction.copy())
 
 
