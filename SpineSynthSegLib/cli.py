@@ -27,8 +27,11 @@ def _triple(text: str) -> tuple[int, int, int]:
 
 
 def _range(text: str) -> tuple[int, int]:
-    lo, _, hi = text.partition("-")
-    return int(lo), int(hi or lo)
+    lo, _, hi = str(text).partition("-")
+    try:
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count range like 3-10, got {text!r}") from None
 
 
 def _synthesis_config(args: argparse.Namespace):
@@ -69,7 +72,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_make_labelmap(args: argparse.Namespace) -> int:
     from .labelmaps import run_make_labelmap
 
-    paths = run_make_labelmap(args.image, args.labels, Path(args.output), n_maps=args.n_maps, k_outside=_range(args.k_outside), k_inside=_range(args.k_inside), seed=args.seed)
+    paths = run_make_labelmap(
+        args.image, args.labels, Path(args.output), n_maps=args.n_maps, k_outside=args.k_outside,
+        k_inside=args.k_inside, seed=args.seed, reference_case=args.reference_case, cases_json=args.cases_json,
+    )
     print(f"{len(paths)} files written to {args.output}")
     return 0
 
@@ -128,9 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("labels")
     m.add_argument("-o", "--output", required=True, help="output folder")
     m.add_argument("--n-maps", type=int, default=4)
-    m.add_argument("--k-outside", default="3-10", help="cluster count range outside the structures")
-    m.add_argument("--k-inside", default="2-3", help="cluster count range inside the structures")
+    m.add_argument("--k-outside", type=_range, default=(3, 10), help="cluster count range outside the structures")
+    m.add_argument("--k-inside", type=_range, default=(2, 3), help="cluster count range inside the structures")
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--reference-case", help="case id in cases.json (reference data: instance ids ordered superior to inferior)")
+    m.add_argument("--cases-json", help="cases.json to use with --reference-case (default: found beside the labels)")
     m.set_defaults(func=cmd_make_labelmap)
 
     b = sub.add_parser("bench", help="benchmarks")

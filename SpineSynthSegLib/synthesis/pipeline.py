@@ -19,9 +19,9 @@ import torch
 
 from ..labels import TISSUES, LabelTable
 from .intensity import BiasField, Gamma, GaussianMixture, Noise, gather_per_label, minmax_normalize, robust_normalize
-from .physics import PhysicsContrast
+from .tissues import SEQUENCES, PhysicsContrast
 from .resolution import RandomResolution
-from .sampling import Normal
+from .sampling import Choice, Normal
 from .spatial import RandomSpatial
 
 MODES = ("random", "physics", "mixed")
@@ -51,6 +51,8 @@ class SynthesisConfig:
     std: tuple[float, float] = (0.0, 30.0)
     # physics intensities
     field_strengths: tuple[float, ...] = (1.5, 3.0)
+    # weights of spin echo, inversion recovery (STIR), spoiled GRE, water-fat GRE
+    sequence_weights: tuple[float, float, float, float] = (0.4, 0.2, 0.2, 0.2)
     texture_fraction: tuple[float, float] = (0.02, 0.1)
     # artefacts
     bias: bool = True
@@ -167,7 +169,11 @@ class SynthesisPipeline(torch.nn.Module):
         self.config = c
         self.spatial = RandomSpatial(c.scale, c.rotation_deg, c.shear, c.translation_mm, c.elastic_std_mm, c.elastic_points, c.flip_prob)
         self.gmm = GaussianMixture(c.mean, c.std)
-        self.physics = PhysicsContrast(field_strengths=c.field_strengths, std_fraction=c.texture_fraction)
+        self.physics = PhysicsContrast(
+            field_strength=Choice(tuple(float(f) for f in c.field_strengths)),
+            sequence_weights=dict(zip(SEQUENCES, c.sequence_weights)),
+            std_fraction=c.texture_fraction,
+        )
         self.bias = BiasField(c.bias_std, c.bias_points)
         self.gamma = Gamma(Normal(0.0, c.gamma_std))
         self.res = RandomResolution(c.resolution_prob, c.slice_thickness_mm, c.in_plane_mm, c.slice_axis_weights, c.blur_factor)

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import torch
+
+from SpineSynthSegLib.bench import voronoi_labels
+from SpineSynthSegLib.labels import LabelEntry, LabelTable
+from SpineSynthSegLib.synthesis.pipeline import LabelBatch, SynthesisConfig, SynthesisPipeline
+from SpineSynthSegLib.synthesis.sampling import Fixed, make_generator
+
+SHAPE = (40, 36, 20)
+OFF = dict(bias=False, gamma=False, resolution=False, noise=False, std=(0.0, 0.0))
+
+
+@pytest.fixture(scope="module")
+def batch() -> LabelBatch:
+    lab = voronoi_labels(SHAPE, 8, seed=1) * 3 + 5  # non-contiguous generation ids
+    tissues = ["fat", "muscle", "csf", "marrow", "cortical_bone", "nucleus", "annulus", "air"]
+    table = LabelTable(tuple(LabelEntry(5 + 3 * k, f"l{k}", tissues[k], target=(20 + k if k < 4 else 0)) for k in range(8)))
+    single = LabelBatch.from_array(lab, table, (1.0, 1.2, 2.0))
+    return LabelBatch.stack([single, single])
+
+
+@pytest.mark.parametrize("mode", ["random", "physics", "mixed"])
+def test_shapes_range_and_determinism(batch, mode):
+    pipe = SynthesisPipeline(SynthesisConfig(mode=mode))
+    a = pipe(batch, make_generator(3))
+    b = pipe(batch, make_generator(3))
+    c = pipe(batch, make_generator(4))
+    assert a.image.shape == (2, 1, *SHAPE) and a.image.dtype == torch.float32
+    assert a.target.shape == (2, 1, *SHAPE) and a.target.dtype == torch.long
+    assert 0 <= a.image.min() and a.image.max() <= 1 and torch.isfinite(a.image).all()
+    assert torch.equal(a.image, b.image) and torch.equal(a.target, b.target)
+    assert not torch.equal(a.image, c.image)
+    assert not torch.allclose(a.image[0], a.image[1])  # two samples, two contrasts
+
+
+def test_targets_follow_the_deformed_labels(batch):
+    out = SynthesisPipeline(SynthesisConfig())(batch, make_generator(0))
+    expected = torch.gather(batch.targets, 1, out.labels.flatten(1)).view(out.labels.shape)
+    assert torch.equal(out.target, expected)
+    assert set(out.target.unique().tolist()) <= {0, 20, 21, 22, 23}
+
+
+def test_image_aligned_with_labels_after_deformation(batch):
+    # Without noise-like stages each label is one intensity: the image must be a function of the
+    # deformed label map, i.e. image and labels went through the same grid.
+    out = SynthesisPipeline(SynthesisConfig(**OFF))(batch, make_generator(1))
+    for b in range(2):
+        for lab in out.labels[b].unique():
+            values = out.image[b][out.labels[b] == lab]
+            assert values.max() - values.min() < 1e-5
+
+
+def test_flip_consistency(batch):
+    base = dict(OFF, scale=1.0, rotation_deg=(0.0, 0.0), shear=(0.0, 0.0), translation_mm=(0.0, 0.0), elastic_std_mm=(0.0, 0.0))
+    plain = SynthesisPipeline(SynthesisConfig(**base, flip_prob=(0.0, 0.0, 0.0)))(batch, make_generator(2))
+    flipped = SynthesisPipeline(SynthesisConfig(**base, flip_prob=(1.0, 0.0, 0.0)))(batch, make_generator(2))
+    assert torch.allclose(flipped.image, plain.image.flip(2), atol=1e-5)
+    assert torch.equal(flipped.target, plain.target.flip(2))
+
+
+def test_crop_and_errors(batch):
+    out = SynthesisPipeline(SynthesisConfig())(batch, make_generator(0), out_shape=(16, 16, 8))
+    assert out.image.shape == (2, 1, 16, 16, 8)
+    with pytest.raises(ValueError, match="deform"):
+        SynthesisPipeline(SynthesisConfig(deform=False))(batch, make_generator(0), out_shape=(16, 16, 8))
+    with pytest.raises(ValueError, match="mode"):
+        SynthesisConfig(mode="cartoon")
+    with pytest.raises(ValueError, match="unknown synthesis parameters"):
+        SynthesisConfig.from_dict({"rotaton_deg": [0, 1]})
+    with pytest.raises(ValueError, match="rotation"):
+        SynthesisPipeline(SynthesisConfig(rotation_deg=(10.0, -10.0)))
+
+
+def test_config_round_trip():
+    cfg = SynthesisConfig(mode="mixed", slice_thickness_mm=(2.0, 6.0))
+    assert SynthesisConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.replace(mode="physics").mode == "physics"
+
+
+def test_physics_mode_uses_tissues(batch):
+    # Spin-echo T2-weighted at 1.5 T with all artefacts off: CSF (label 2) brighter than muscle (1).
+    cfg = SynthesisConfig(mode="physics", deform=False, **OFF, field_strengths=(1.5,), sequence_weights=(1.0, 0.0, 0.0, 0.0))
+    pipe = SynthesisPipeline(cfg)
+    pipe.physics.se_tr, pipe.physics.se_te = Fixed(4000.0), Fixed(100.0)  # T2-weighted timing
+    out = pipe(batch, make_generator(0))
+    lab = batch.labels[0, 0]
+    img = out.image[0, 0]
+    assert img[lab == 2].mean() > img[lab == 1].mean() + 0.2
+
+
+def test_label_batch_validation():
+    lab = np.array([[[0, 1], [2, 9]]])
+    with pytest.raises(ValueError, match="not described"):
+        LabelBatch.from_array(lab, LabelTable.for_labels(np.array([0, 1, 2])), (1, 1, 1))
+    a = LabelBatch.from_array(np.zeros((2, 2, 2), int), LabelTable.for_labels(np.zeros(1, int)), (1, 1, 1))
+    b = LabelBatch.from_array(np.zeros((2, 2, 3), int), LabelTable.for_labels(np.zeros(1, int)), (1, 1, 1))
+    with pytest.raises(ValueError, match="one shape"):
+        LabelBatch.stack([a, b])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda(batch):
+    out = SynthesisPipeline(SynthesisConfig(mode="mixed"))(batch.to("cuda"), make_generator(0, "cuda"))
+    assert out.image.device.type == "cuda"
