@@ -46,7 +46,12 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     from .labels import sidecar_path
     from .phantom import PhantomConfig, generate_phantom
 
-    cfg = PhantomConfig(top_level=args.top_level, n_lumbar=args.n_lumbar, **({"spacing": tuple(args.spacing)} if args.spacing else {}))
+    geometry = {}
+    if args.spacing:  # keep the default field of view at the new spacing
+        base = PhantomConfig()
+        extent = [n * s for n, s in zip(base.shape, base.spacing)]
+        geometry = {"spacing": tuple(args.spacing), "shape": tuple(max(8, round(e / s)) for e, s in zip(extent, args.spacing))}
+    cfg = PhantomConfig(top_level=args.top_level, n_lumbar=args.n_lumbar, **geometry)
     vol, table = generate_phantom(cfg, seed=args.seed)
     out = Path(args.output)
     write_bytes_atomic(table.to_json().encode(), sidecar_path(out))
@@ -85,6 +90,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     summary = run_demo(Path(args.output), seed=args.seed, n=args.n)
     print(json.dumps(summary, indent=1))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    result = train(args.recipe, device=args.device, max_steps=args.max_steps, progress=not args.no_progress)
+    print(json.dumps(result, indent=1))
     return 0
 
 
@@ -140,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--reference-case", help="case id in cases.json (reference data: instance ids ordered superior to inferior)")
     m.add_argument("--cases-json", help="cases.json to use with --reference-case (default: found beside the labels)")
     m.set_defaults(func=cmd_make_labelmap)
+
+    t = sub.add_parser("train", help="train (or resume) a model from a recipe JSON (see Training/recipes)")
+    t.add_argument("recipe")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    t.add_argument("--max-steps", type=int, default=None, help="stop after this many more steps (resumable)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_train)
 
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("what", choices=("synth",))

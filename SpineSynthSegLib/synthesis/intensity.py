@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
+from .fields import upsample_field
 from .sampling import Normal, Sampler, make_sampler
 
 
@@ -83,8 +83,7 @@ class BiasField(torch.nn.Module):
 
     @staticmethod
     def apply(x: torch.Tensor, log_field: torch.Tensor) -> torch.Tensor:
-        field = F.interpolate(log_field.to(x.dtype), size=x.shape[2:], mode="trilinear", align_corners=True)
-        return x * torch.exp(field)
+        return x * torch.exp(upsample_field(log_field.to(x.dtype), x.shape[2:]))
 
 
 def minmax_normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -95,7 +94,7 @@ def minmax_normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return (x - lo) / (hi - lo).clamp(min=eps)
 
 
-def robust_normalize(x: torch.Tensor, lower: float = 0.005, upper: float = 0.995, max_samples: int = 131_072) -> torch.Tensor:
+def robust_normalize(x: torch.Tensor, lower: float = 0.005, upper: float = 0.995, max_samples: int = 65_536) -> torch.Tensor:
     """Map each sample's [lower, upper] intensity quantiles to [0, 1] and clip.
 
     The same normalisation is used at inference, so synthetic and real images meet in one range.
@@ -104,9 +103,12 @@ def robust_normalize(x: torch.Tensor, lower: float = 0.005, upper: float = 0.995
     flat = x.reshape(x.shape[0], -1)
     step = max(1, flat.shape[1] // max_samples)
     sub = flat[:, ::step].float()
-    q = torch.quantile(sub, torch.tensor([lower, upper], device=x.device), dim=1)  # [2, B]
+    n = sub.shape[1]
+    # kthvalue is a selection, not a sort: the order statistics nearest to the quantiles.
+    lo = sub.kthvalue(max(1, round(lower * (n - 1)) + 1), dim=1).values
+    hi = sub.kthvalue(max(1, round(upper * (n - 1)) + 1), dim=1).values
     shape = (-1, *([1] * (x.dim() - 1)))
-    lo, hi = q[0].view(shape).to(x.dtype), q[1].view(shape).to(x.dtype)
+    lo, hi = lo.view(shape).to(x.dtype), hi.view(shape).to(x.dtype)
     return ((x - lo) / (hi - lo).clamp(min=1e-8)).clamp(0, 1)
 
 

@@ -158,6 +158,7 @@ class Synthetic:
     target: torch.Tensor
     labels: torch.Tensor
     physics: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    aux: torch.Tensor | None = None
 
 
 class SynthesisPipeline(torch.nn.Module):
@@ -195,7 +196,14 @@ class SynthesisPipeline(torch.nn.Module):
             stds = torch.where(use_physics[:, None], ps.to(stds.dtype) * 250.0, stds)
         return means, stds, use_physics
 
-    def forward(self, batch: LabelBatch, generator: torch.Generator, out_shape=None) -> Synthetic:
+    def forward(self, batch: LabelBatch, generator: torch.Generator, out_shape=None, aux: torch.Tensor | None = None) -> Synthetic:
+        """Synthesize one image per label map of ``batch``.
+
+        Args:
+            out_shape: output patch shape (a random crop inside the deformation grid).
+            aux: optional [B, C, X, Y, Z] float maps (e.g. loss weights) carried through the
+                same spatial transform (nearest), returned as ``Synthetic.aux``.
+        """
         c = self.config
         labels = batch.labels
         b = labels.shape[0]
@@ -204,6 +212,8 @@ class SynthesisPipeline(torch.nn.Module):
         if c.deform:
             sp = self.spatial.sample(in_shape, batch.spacing, b, generator, device, out_shape)
             labels = self.spatial.apply(labels, sp, batch.spacing, mode="nearest")
+            if aux is not None:
+                aux = self.spatial.apply(aux, sp, batch.spacing, mode="nearest")
         elif out_shape is not None and tuple(out_shape) != in_shape:
             raise ValueError("a crop (out_shape) needs deform=True (the crop is part of the sampling grid)")
         means, stds, physics = self._intensities(batch, generator)
@@ -220,7 +230,7 @@ class SynthesisPipeline(torch.nn.Module):
             image = Noise.apply(image, *self.noise.sample(b, generator, device), generator=generator)
         image = robust_normalize(image)
         target = gather_per_label(batch.targets, labels)
-        return Synthetic(image.float(), target, labels, physics)
+        return Synthetic(image.float(), target, labels, physics, aux)
 
 
 def config_from_json(path) -> SynthesisConfig:

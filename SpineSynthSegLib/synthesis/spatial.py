@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .fields import upsample_field
 from .sampling import Bernoulli, Sampler, make_sampler
 
 
@@ -28,7 +29,8 @@ class SpatialParams:
     Attributes:
         matrix: [B, 3, 3] output-mm -> input-mm linear map (includes flips).
         shift: [B, 3] translation in mm of the output centre from the input centre.
-        field: [B, 3, X, Y, Z] elastic displacement in mm on the output grid, or None.
+        field: [B, 3, P, P, P] elastic displacements in mm at control points spread evenly over
+            the output grid (corners included), or None.
         out_shape: output grid shape.
     """
 
@@ -117,16 +119,15 @@ class RandomSpatial(torch.nn.Module):
         if not self.elastic_std.is_zero:
             std = self.elastic_std.sample((b, 1, 1, 1, 1), generator, device)
             pts = (b, 3) + (self.elastic_points,) * 3
-            ctrl = torch.randn(pts, generator=generator, device=generator.device).to(device) * std
-            field = F.interpolate(ctrl, size=out_shape, mode="trilinear", align_corners=True)
+            field = torch.randn(pts, generator=generator, device=generator.device).to(device) * std
         return SpatialParams(matrix, shift, field, out_shape)
 
     def grid(self, params: SpatialParams, in_shape: Sequence[int], spacing: Sequence[float]) -> torch.Tensor:
         """The sampling grid [B, X, Y, Z, 3] in grid_sample's normalised coordinates.
 
         Output-normalised -> input-normalised coordinates is one affine map (``F.affine_grid``,
-        in grid_sample's reversed (z, y, x) axis order); the elastic field is added in mm / half
-        extent of the input.
+        in grid_sample's reversed (z, y, x) axis order) plus the elastic displacement (mm / half
+        extent of the input), both evaluated on the control points and upsampled together.
         """
         device = params.matrix.device
         b = params.matrix.shape[0]
@@ -136,10 +137,13 @@ class RandomSpatial(torch.nn.Module):
         linear = params.matrix * half_out[None, None, :] / half_in[None, :, None]
         shift = params.shift / half_in[None, :]
         theta = torch.cat([linear.flip(1).flip(2), shift.flip(1)[:, :, None]], 2)  # reversed axis order
-        grid = F.affine_grid(theta, [b, 1, *params.out_shape], align_corners=True)
+        # The affine part is linear, so evaluating it on the control-point lattice and upsampling
+        # trilinearly is exact; one upsampling then serves affine + elastic together.
+        points = params.field.shape[2:] if params.field is not None else (2, 2, 2)
+        coarse = F.affine_grid(theta, [b, 1, *points], align_corners=True)
         if params.field is not None:
-            grid = grid + (params.field / half_in[None, :, None, None, None]).flip(1).permute(0, 2, 3, 4, 1)
-        return grid
+            coarse = coarse + (params.field / half_in[None, :, None, None, None]).flip(1).permute(0, 2, 3, 4, 1)
+        return upsample_field(coarse.permute(0, 4, 1, 2, 3), params.out_shape).permute(0, 2, 3, 4, 1)
 
     def apply(self, x: torch.Tensor, params: SpatialParams, spacing: Sequence[float], mode: str = "bilinear", padding: str = "zeros") -> torch.Tensor:
         """Resample [B, C, X, Y, Z] through the grid; ``mode='nearest'`` for label maps.
@@ -157,3 +161,4 @@ class RandomSpatial(torch.nn.Module):
             out = F.grid_sample(x.float(), grid, mode="nearest", padding_mode=padding, align_corners=True)
             return out.round().to(x.dtype)
         return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=True)
+
