@@ -1,0 +1,257 @@
+"""Training on synthetic images: `spinesynthseg train RECIPE.json`.
+
+Images are synthesized on the fly on the training device from label maps (domain randomization,
+MR physics, or a mix), the loss is the label-aware Dice + cross-entropy of `losses`, optimiser
+AdamW with warm-up and cosine decay, bf16 autocast where the hardware has it. Every
+``checkpoint_every`` steps the full state (network, optimiser, scheduler, generator, step, best
+list) is written atomically, so a killed run resumes exactly where it stopped. Validation runs
+sliding-window inference on real labelled images and keeps the best ``keep_best`` checkpoints.
+Multi-GPU: launch with ``torchrun``; each rank draws its own samples, rank 0 validates and saves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .losses import marginal_dice_ce
+from .model import ModelConfig, ModelMeta, build_network, load_torch_verified, save_checkpoint, save_torch_atomic
+from .synthesis.pipeline import SynthesisConfig, SynthesisPipeline
+from .synthesis.sampling import make_generator
+from .train_data import N_CLASSES, load_training_maps, load_validation_cases, synth_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training recipe (JSON). Paths are relative to the recipe file unless absolute."""
+
+    name: str = "lumbar"
+    labelmaps: str = "../runs/labelmaps"
+    output_dir: str = "../runs"
+    shared_data: str = "../../shared/data"
+    validation_cases: tuple[str, ...] = ()
+    spacing: tuple[float, float, float] = (2.0, 1.5, 1.5)
+    patch_size: tuple[int, int, int] = (32, 112, 128)
+    batch_size: int = 2
+    steps: int = 20000
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    warmup_steps: int = 200
+    min_lr_fraction: float = 0.02
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    amp: str = "auto"  # auto | bf16 | off
+    checkpoint_every: int = 100
+    validate_every: int = 500
+    keep_best: int = 3
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    model: dict[str, Any] = field(default_factory=dict)
+    synthesis: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "steps", "checkpoint_every", "validate_every", "keep_best"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ValueError(f"amp must be auto, bf16 or off, got {self.amp!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[TrainConfig, Path]:
+        path = Path(path)
+        data = json.loads(path.read_text())
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown recipe keys {unknown}")
+        data = {k: tuple(v) if isinstance(v, list) and k not in ("model", "synthesis") else v for k, v in data.items()}
+        return cls(**data), path.parent.resolve()
+
+
+def _resolve(base: Path, p: str) -> Path:
+    return Path(p) if Path(p).is_absolute() else (base / p).resolve()
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_for(device: torch.device, amp: str):
+    use = amp == "bf16" or (amp == "auto" and (device.type == "cuda" or cpu_has_bf16()))
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use)
+
+
+def lr_lambda(cfg: TrainConfig):
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+        return cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return f
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    s = pred.sum() + truth.sum()
+    return float(2 * np.logical_and(pred, truth).sum() / s) if s else 1.0
+
+
+@torch.no_grad()
+def validate(net, cases, cfg: TrainConfig, device) -> dict[str, Any]:
+    """Dice of the labelled class per case (inside the labelled span), and group means."""
+    from monai.inferers import sliding_window_inference
+
+    net.eval()
+    per_case = {}
+    for case in cases:
+        with autocast_for(device, cfg.amp):
+            logits = sliding_window_inference(case.image.to(device), cfg.patch_size, 2, net, overlap=0.5, mode="gaussian")
+        pred = logits.float().argmax(1)[0].cpu().numpy()
+        inside = case.weight > 0
+        per_case[case.name] = dice((pred == case.labelled_class) & inside, (case.semantic == case.labelled_class) & inside)
+    net.train()
+    groups: dict[str, list[float]] = {}
+    for case in cases:
+        groups.setdefault(case.group, []).append(per_case[case.name])
+    means = {g: float(np.mean(v)) for g, v in groups.items()}
+    return {"cases": per_case, "groups": means, "score": float(np.mean(list(means.values()))) if means else 0.0}
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) a training recipe; ``max_steps`` stops early (for tests / time slices)."""
+    cfg, base = TrainConfig.load(recipe)
+    rank, world = _distributed()
+    if device == "auto":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run_dir = _resolve(base, cfg.output_dir) / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    maps = load_training_maps(_resolve(base, cfg.labelmaps), cfg.spacing)
+    synth_cfg = SynthesisConfig.from_dict(cfg.synthesis)
+    pipeline = SynthesisPipeline(synth_cfg)
+    model_cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items()})
+    torch.manual_seed(cfg.seed)
+    net = build_network(model_cfg).to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
+    gen = make_generator(cfg.seed + 1000 * rank, dev)
+    step, best = 0, []
+    state_path = run_dir / "state.pt"
+    if state_path.exists():
+        state = load_torch_verified(state_path)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"].cpu() if dev.type == "cpu" else state["generator"])
+        step, best = int(state["step"]), json.loads(state["best"])
+        if rank:  # other ranks: own stream, derived from the step
+            gen.manual_seed(cfg.seed + 1000 * rank + step)
+        log.info("resumed %s at step %d", run_dir, step)
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    val_cases = []
+    if rank == 0 and cfg.validation_cases:
+        val_cases = load_validation_cases(_resolve(base, cfg.shared_data), list(cfg.validation_cases), cfg.spacing)
+    writer = _summary_writer(run_dir) if rank == 0 else None
+    meta = ModelMeta(model=model_cfg, spacing=tuple(cfg.spacing), patch_size=tuple(cfg.patch_size), recipe=asdict(cfg))
+    end = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)
+    bar = _progress(step, end, progress and rank == 0)
+    t_last = time.perf_counter()
+    while step < end:
+        image, target, weight, labelled = synth_batch(maps, pipeline, cfg.batch_size, cfg.patch_size, gen, dev)
+        with autocast_for(dev, cfg.amp):
+            logits = model(image)
+        loss = marginal_dice_ce(logits, target, labelled, weight, cfg.dice_weight, cfg.ce_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if writer is not None:
+            writer.add_scalar("train/loss", loss.item(), step)
+            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+        if rank == 0 and val_cases and (step % cfg.validate_every == 0 or step == cfg.steps):
+            scores = validate(net, val_cases, cfg, dev)
+            best = _keep_best(run_dir, net, meta, step, scores, best, cfg.keep_best)
+            _log_json(run_dir, {"step": step, "validation": scores, "seconds_per_step": (time.perf_counter() - t_last) / cfg.validate_every})
+            if writer is not None:
+                for g, v in scores["groups"].items():
+                    writer.add_scalar(f"val/dice_{g}", v, step)
+            t_last = time.perf_counter()
+        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == end):
+            _save_state(state_path, net, opt, sched, gen, step, best)
+            meta.step = step
+            save_checkpoint(run_dir / "latest.pt", net, meta)
+    if bar is not None:
+        bar.close()
+    return {"step": step, "best": best, "run_dir": str(run_dir)}
+
+
+def _save_state(path: Path, net, opt, sched, gen, step: int, best: list) -> None:
+    save_torch_atomic({
+        "model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "generator": gen.get_state(), "step": step, "best": json.dumps(best),
+    }, path)
+
+
+def _keep_best(run_dir: Path, net, meta: ModelMeta, step: int, scores: dict, best: list, k: int) -> list:
+    meta.step, meta.validation = step, scores
+    path = run_dir / f"best_step{step:06d}.pt"
+    best = sorted(best + [{"step": step, "score": scores["score"], "path": path.name}], key=lambda b: -b["score"])
+    if any(b["step"] == step for b in best[:k]):
+        save_checkpoint(path, net, meta)
+    for b in best[k:]:
+        (run_dir / b["path"]).unlink(missing_ok=True)
+        (run_dir / (b["path"] + ".sha256")).unlink(missing_ok=True)
+    return best[:k]
+
+
+def _log_json(run_dir: Path, record: dict) -> None:
+    with open(run_dir / "log.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _summary_writer(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard not installed: no TensorBoard logs")
+        return None
+    return SummaryWriter(str(run_dir / "tb"))
+
+
+def _progress(start: int, end: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=end, initial=start, desc="train", unit="step")

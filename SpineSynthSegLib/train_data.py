@@ -1,0 +1,131 @@
+"""Training-time data: label maps in memory, synthetic batches, and real validation cases.
+
+Label maps are loaded once (canonical RAS at the training spacing, as `Training/prepare_labelmaps.py`
+writes them). Each map carries the semantic classes it labels (body, disc) and a loss-weight map
+that is 0 outside its labelled superior-inferior span: real images show more vertebrae than are
+labelled, and an unlabelled T10 or S1 must not be taught as background.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .io import read_image, read_labels, reorient, resample
+from .labels import DISC_OFFSET, VERTEBRA_NAMES, LabelEntry, LabelTable, sidecar_path
+from .synthesis.pipeline import LabelBatch, SynthesisPipeline
+
+log = logging.getLogger(__name__)
+
+N_CLASSES = 3  # background, vertebral body, disc
+
+
+def semantic_lut(max_id: int = 256) -> np.ndarray:
+    """Output label id -> semantic class (1 vertebral body, 2 disc, 0 otherwise)."""
+    lut = np.zeros(max_id, np.int64)
+    for vid in VERTEBRA_NAMES:
+        lut[vid] = 1
+        if DISC_OFFSET + vid < max_id:
+            lut[DISC_OFFSET + vid] = 2
+    return lut
+
+
+def span_weight(targets: np.ndarray, si_axis: int = 2, full: bool = False) -> np.ndarray:
+    """1 inside the labelled superior-inferior span (widened by half the median gap), else 0."""
+    if full:
+        return np.ones(targets.shape, np.float32)
+    ids = [i for i in np.unique(targets) if i]
+    if not ids:
+        return np.zeros(targets.shape, np.float32)
+    other = tuple(a for a in range(3) if a != si_axis)
+    centres = sorted(float(np.mean(np.nonzero((targets == i).any(axis=other))[0])) for i in ids)
+    present = np.nonzero((targets > 0).any(axis=other))[0]
+    gap = float(np.median(np.diff(centres))) if len(centres) > 1 else 10.0
+    lo, hi = int(np.floor(present.min() - gap / 2)), int(np.ceil(present.max() + gap / 2))
+    w = np.zeros(targets.shape[si_axis], np.float32)
+    w[max(lo, 0) : hi + 1] = 1
+    shape = [1, 1, 1]
+    shape[si_axis] = -1
+    return np.broadcast_to(w.reshape(shape), targets.shape).copy()
+
+
+@dataclass
+class TrainingMap:
+    name: str
+    batch: LabelBatch  # B = 1, semantic targets per compact label
+    weight: torch.Tensor  # [1, 1, X, Y, Z]
+    labelled: torch.Tensor  # [1, C] bool
+
+
+def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom",)) -> list[TrainingMap]:
+    """Load every map listed in ``folder/manifest.json``; checks the spacing matches."""
+    folder = Path(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    entries = manifest["maps"] if isinstance(manifest, dict) else manifest
+    lut = semantic_lut()
+    maps = []
+    for e in entries:
+        path = folder / Path(e["path"]).name if not Path(e["path"]).is_absolute() else Path(e["path"])
+        vol = read_labels(path)
+        if not np.allclose(vol.spacing, spacing, atol=1e-3):
+            raise ValueError(f"{path}: spacing {vol.spacing} differs from the training spacing {spacing}")
+        table = LabelTable.load(sidecar_path(path))
+        sem_table = LabelTable(tuple(LabelEntry(x.id, x.name, x.tissue, int(lut[x.target])) for x in table.entries))
+        lb = LabelBatch.from_array(vol.array, sem_table, vol.spacing)
+        targets = table.target_map(vol.array)
+        weight = span_weight(targets, full=e.get("source") in full_span_sources)
+        labelled = torch.tensor([[True, bool(e.get("has_body")), bool(e.get("has_disc"))]])
+        maps.append(TrainingMap(e.get("name", path.stem), lb, torch.from_numpy(weight)[None, None], labelled))
+    log.info("loaded %d training maps from %s", len(maps), folder)
+    return maps
+
+
+def synth_batch(maps: list[TrainingMap], pipeline: SynthesisPipeline, batch_size: int, patch, generator: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Draw ``batch_size`` maps and synthesize one patch from each: (image, target, weight, labelled)."""
+    idx = torch.randint(len(maps), (batch_size,), generator=generator, device=generator.device).tolist()
+    images, targets, weights, labelled = [], [], [], []
+    for i in idx:  # maps differ in shape, so each is deformed and cropped on its own
+        m = maps[i]
+        out = pipeline(m.batch.to(device), generator, out_shape=patch, aux=m.weight.to(device))
+        images.append(out.image)
+        targets.append(out.target)
+        weights.append(out.aux)
+        labelled.append(m.labelled.to(device))
+    return torch.cat(images), torch.cat(targets), torch.cat(weights), torch.cat(labelled)
+
+
+@dataclass
+class ValidationCase:
+    name: str
+    group: str
+    image: torch.Tensor  # [1, 1, X, Y, Z] normalised, RAS at the training spacing
+    semantic: np.ndarray  # [X, Y, Z] 0/1/2
+    weight: np.ndarray  # labelled span
+    labelled_class: int  # 1 bodies, 2 discs
+
+
+def load_validation_cases(shared: str | Path, cases: list[str], spacing) -> list[ValidationCase]:
+    """Real labelled images (validation only) preprocessed like inference does."""
+    from .label_converters import from_reference_case
+    from .synthesis.intensity import robust_normalize
+
+    shared = Path(shared)
+    meta = json.loads((shared / "lumbar_mri" / "cases.json").read_text())
+    out = []
+    lut = semantic_lut()
+    for case in cases:
+        img = read_image(shared / "lumbar_mri" / "images" / f"{case}_img.nii.gz")
+        lab = read_labels(shared / "lumbar_mri" / "labels" / f"{case}_seg.nii.gz")
+        lab = lab.with_array(from_reference_case(lab.array, case, meta))
+        img_r = resample(reorient(img, "RAS")[0], spacing, "linear")
+        lab_r = resample(reorient(lab, "RAS")[0], spacing, "nearest")
+        sem = lut[lab_r.array]
+        tensor = robust_normalize(torch.from_numpy(img_r.array.astype(np.float32))[None, None])
+        cls = 2 if case.startswith("IVD") else 1
+        out.append(ValidationCase(case, case.split("_")[0], tensor, sem, span_weight(lab_r.array), cls))
+    return out

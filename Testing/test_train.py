@@ -1,0 +1,156 @@
+"""Training: losses, a tiny end-to-end run on CPU, exact resume, best-k checkpoints."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from SpineSynthSegLib.io import reorient, resample, write_bytes_atomic, write_volume
+from SpineSynthSegLib.labels import LabelEntry, LabelTable, sidecar_path
+from SpineSynthSegLib.losses import marginal_dice_ce, merge_matrix
+from SpineSynthSegLib.model import load_checkpoint, load_torch_verified
+from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom
+from SpineSynthSegLib.train import TrainConfig, lr_lambda, train
+from SpineSynthSegLib.train_data import load_training_maps, semantic_lut, span_weight
+
+SPACING = (4.0, 4.0, 4.0)
+
+
+def test_merge_matrix_and_marginal_loss():
+    labelled = torch.tensor([[True, True, False]])
+    m = merge_matrix(labelled)
+    assert m[0].tolist() == [[1, 0, 1], [0, 1, 0], [0, 0, 0]]
+    target = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    target[..., :2] = 1
+    disc_logits = torch.zeros(1, 3, 4, 4, 4)
+    disc_logits[:, 2] = 10  # predicts disc everywhere
+    bg_logits = torch.zeros(1, 3, 4, 4, 4)
+    bg_logits[:, 0] = 10
+    # where this map has no disc labels, 'disc' on background voxels costs nothing extra
+    body_right = torch.zeros(1, 3, 4, 4, 4)
+    body_right[:, 2] = 10
+    body_right[:, 1, ..., :2] = 20
+    bg_right = body_right.clone()
+    bg_right[:, 2] = -10
+    bg_right[:, 0, ..., 2:] = 10
+    a = marginal_dice_ce(body_right, target, labelled)
+    b = marginal_dice_ce(bg_right, target, labelled)
+    assert abs(a.item() - b.item()) < 1e-3
+    # ...but it does when discs are labelled
+    both = torch.tensor([[True, True, True]])
+    assert marginal_dice_ce(body_right, target, both) > marginal_dice_ce(bg_right, target, both) + 1
+    # zero weight ignores voxels
+    w = torch.zeros(1, 1, 4, 4, 4)
+    w[..., :2] = 1
+    assert marginal_dice_ce(disc_logits, target, labelled, w) > marginal_dice_ce(bg_logits * 0 + body_right, target, labelled, w)
+
+
+def test_span_weight_and_semantic_lut():
+    t = np.zeros((4, 4, 40), np.int32)
+    t[..., 10:14], t[..., 20:24] = 22, 23
+    w = span_weight(t)
+    assert w[0, 0, 12] == 1 and w[0, 0, 25] == 1 and w[0, 0, 30] == 0 and w[0, 0, 3] == 0
+    lut = semantic_lut()
+    assert lut[20] == 1 and lut[26] == 1 and lut[123] == 2 and lut[0] == 0 and lut[60] == 0
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    maps = root / "maps"
+    entries = []
+    for seed in range(2):
+        vol, table = generate_phantom(PhantomConfig(), seed=seed)
+        vol = resample(reorient(vol, "RAS")[0], SPACING, "nearest")
+        present = set(np.unique(vol.array).tolist())
+        table = LabelTable(tuple(e for e in table.entries if e.id in present))
+        path = maps / f"phantom_{seed}.nii.gz"
+        write_volume(vol, path)
+        write_bytes_atomic(table.to_json().encode(), sidecar_path(path))
+        entries.append({"name": path.stem, "path": path.name, "source": "phantom", "has_body": True, "has_disc": True})
+    # a bodies-only map: its discs become generation-only
+    body_only = LabelTable(tuple(LabelEntry(e.id, e.name, e.tissue, e.target if e.target < 100 else 0) for e in table.entries))
+    write_volume(vol, maps / "bodies.nii.gz")
+    write_bytes_atomic(body_only.to_json().encode(), sidecar_path(maps / "bodies.nii.gz"))
+    entries.append({"name": "bodies", "path": "bodies.nii.gz", "source": "em", "has_body": True, "has_disc": False})
+    (maps / "manifest.json").write_text(json.dumps({"spacing": SPACING, "maps": entries}))
+    cfg = {
+        "name": "tiny", "labelmaps": "maps", "output_dir": "runs", "spacing": SPACING, "patch_size": [32, 32, 32],
+        "batch_size": 2, "steps": 6, "warmup_steps": 2, "amp": "off", "checkpoint_every": 3, "validate_every": 3,
+        "model": {"features": [4, 4, 8, 8, 8, 4]}, "synthesis": {"mode": "mixed"},
+    }
+    path = root / "recipe.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_training_maps_load(recipe):
+    maps = load_training_maps(recipe.parent / "maps", SPACING)
+    assert len(maps) == 3
+    assert maps[2].labelled.tolist() == [[True, True, False]]
+    assert set(maps[0].batch.targets.unique().tolist()) == {0, 1, 2}
+    assert set(maps[2].batch.targets.unique().tolist()) == {0, 1}
+
+
+def test_tiny_run_and_exact_resume(recipe, tmp_path):
+    torch.set_num_threads(1)
+    full = train(recipe, device="cpu", progress=False)
+    assert full["step"] == 6
+    run = recipe.parent / "runs" / "tiny"
+    state_full = load_torch_verified(run / "state.pt")
+    net, meta = load_checkpoint(run / "latest.pt")
+    assert meta.step == 6 and meta.spacing == SPACING and meta.model.features == (4, 4, 8, 8, 8, 4)
+    # same recipe in another folder: 3 steps, stop, resume 3 steps
+    other = json.loads(recipe.read_text())
+    other["output_dir"] = "runs_resume"
+    path2 = recipe.parent / "recipe2.json"
+    path2.write_text(json.dumps(other))
+    assert train(path2, device="cpu", max_steps=3, progress=False)["step"] == 3
+    assert train(path2, device="cpu", progress=False)["step"] == 6
+    state_resumed = load_torch_verified(recipe.parent / "runs_resume" / "tiny" / "state.pt")
+    for k, v in state_full["model"].items():
+        assert torch.equal(v, state_resumed["model"][k]), k
+
+
+def test_lr_schedule_and_config_validation(tmp_path):
+    cfg = TrainConfig(steps=100, warmup_steps=10, min_lr_fraction=0.1)
+    f = lr_lambda(cfg)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(100) == pytest.approx(0.1)
+    assert f(20) > f(60) > f(99)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    bad = tmp_path / "r.json"
+    bad.write_text(json.dumps({"stepz": 3}))
+    with pytest.raises(ValueError, match="stepz"):
+        TrainConfig.load(bad)
+
+
+def test_validation_scores_and_best_k(tmp_path):
+    from SpineSynthSegLib.model import ModelConfig, ModelMeta, build_network
+    from SpineSynthSegLib.train import _keep_best, validate
+    from SpineSynthSegLib.train_data import ValidationCase
+
+    sem = np.zeros((32, 32, 32), np.int64)
+    sem[8:24, 8:24, 8:14] = 1
+    sem[8:24, 8:24, 18:24] = 1
+
+    class Cheat(torch.nn.Module):  # predicts class 1 where the image is bright
+        def forward(self, x):
+            return torch.cat([torch.zeros_like(x), (x - 0.5) * 20, torch.full_like(x, -10)], 1)
+
+    image = torch.from_numpy((sem == 1).astype(np.float32))[None, None]
+    case = ValidationCase("VB3_99", "VB3", image, sem, span_weight(sem), 1)
+    cfg = TrainConfig(patch_size=(16, 16, 16), amp="off")
+    scores = validate(Cheat(), [case], cfg, torch.device("cpu"))
+    assert scores["cases"]["VB3_99"] == pytest.approx(1.0) and scores["score"] == pytest.approx(1.0)
+    empty = ValidationCase("VB2_99", "VB2", torch.zeros_like(image), sem, span_weight(sem), 1)
+    assert validate(Cheat(), [empty], cfg, torch.device("cpu"))["score"] == pytest.approx(0.0)
+    tiny = ModelConfig(features=(4, 4, 8, 8, 8, 4))
+    net = build_network(tiny)
+    best = []
+    for step, score in [(1, 0.5), (2, 0.7), (3, 0.6), (4, 0.9)]:
+        best = _keep_best(tmp_path, net, ModelMeta(model=tiny), step, {"score": score, "groups": {}}, best, 2)
+    assert [b["step"] for b in best] == [4, 2]
+    assert sorted(p.name for p in tmp_path.glob("best_*.pt")) == ["best_step000002.pt", "best_step000004.pt"]
+    assert load_checkpoint(tmp_path / "best_step000004.pt")[1].validation["score"] == 0.9
