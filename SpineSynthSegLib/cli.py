@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence
+    except Exception as err:
         log.debug("failure", exc_info=True)
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1

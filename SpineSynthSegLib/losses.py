@@ -49,7 +49,7 @@ def marginal_dice_ce(
     logits = logits.float()
     if target.dim() == logits.dim():
         target = target[:, 0]
-    b, c = logits.shape[:2]
+    c = logits.shape[1]
     prob = torch.softmax(logits, 1)
     merged = torch.einsum("btc,bc...->bt...", merge_matrix(labelled), prob).clamp(1e-7, 1.0)
     w = torch.ones_like(target, dtype=torch.float32) if weight is None else weight.reshape(target.shape).float()

@@ -141,7 +141,7 @@ def load_torch_verified(path: str | Path, expected_sha256: str | None = None) ->
         raise InputError(f"SHA-256 mismatch (expected {expected_sha256[:12]}..., file has {actual[:12]}...): corrupt or tampered", str(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
+    except Exception as err:
         raise InputError(f"not a loadable checkpoint: {err}", str(path)) from err
 
 

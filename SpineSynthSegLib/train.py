@@ -27,7 +27,7 @@ from .losses import marginal_dice_ce
 from .model import ModelConfig, ModelMeta, build_network, load_torch_verified, save_checkpoint, save_torch_atomic
 from .synthesis.pipeline import SynthesisConfig, SynthesisPipeline
 from .synthesis.sampling import make_generator
-from .train_data import N_CLASSES, load_training_maps, load_validation_cases, synth_batch
+from .train_data import load_training_maps, load_validation_cases, synth_batch
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     cfg, base = TrainConfig.load(recipe)
     rank, world = _distributed()
     if device == "auto":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from SpineSynthSegLib.synthesis.sampling import (
-    Bernoulli, Choice, Fixed, LogUniform, Normal, RandInt, Uniform, make_generator, make_sampler,
+    Bernoulli,
+    Choice,
+    Fixed,
+    LogUniform,
+    Normal,
+    RandInt,
+    Uniform,
+    make_generator,
+    make_sampler,
 )
 
 SAMPLERS = [Fixed(2.0), Uniform(-1, 3), LogUniform(0.1, 10), Normal(1, 2), RandInt(2, 5), Choice((1.0, 4.0), (1, 3)), Bernoulli(0.3)]

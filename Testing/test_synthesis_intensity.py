@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from SpineSynthSegLib.synthesis.intensity import (
-    BiasField, Gamma, GaussianMixture, Noise, gather_per_label, minmax_normalize, robust_normalize,
+    BiasField,
+    Gamma,
+    GaussianMixture,
+    Noise,
+    gather_per_label,
+    minmax_normalize,
+    robust_normalize,
 )
 from SpineSynthSegLib.synthesis.sampling import make_generator
 

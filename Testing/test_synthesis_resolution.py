@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from SpineSynthSegLib.synthesis.resolution import RandomResolution, ResolutionParams, apply_along_axis, blur_matrix, down_up_matrix
+from SpineSynthSegLib.synthesis.resolution import (
+    RandomResolution,
+    ResolutionParams,
+    apply_along_axis,
+    blur_matrix,
+    down_up_matrix,
+)
 from SpineSynthSegLib.synthesis.sampling import make_generator
 
 

@@ -99,7 +99,7 @@ def test_tiny_run_and_exact_resume(recipe, tmp_path):
     assert full["step"] == 6
     run = recipe.parent / "runs" / "tiny"
     state_full = load_torch_verified(run / "state.pt")
-    net, meta = load_checkpoint(run / "latest.pt")
+    _, meta = load_checkpoint(run / "latest.pt")
     assert meta.step == 6 and meta.spacing == SPACING and meta.model.features == (4, 4, 8, 8, 8, 4)
     # same recipe in another folder: 3 steps, stop, resume 3 steps
     other = json.loads(recipe.read_text())

@@ -65,7 +65,7 @@ def synthesize_files(
     label_path: str | Path,
     out_dir: str | Path,
     n: int = 4,
-    config: SynthesisConfig = SynthesisConfig(),
+    config: SynthesisConfig | None = None,
     seed: int = 0,
     crop: tuple[int, int, int] | None = None,
     device: str = "cpu",
@@ -86,6 +86,7 @@ def synthesize_files(
         raise InputError(f"crop must be three positive sizes, got {crop}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {device!r} requested but CUDA is not available")
+    config = config or SynthesisConfig()
     vol, table = load_labelmap(label_path, table_path)
     ras, reo = reorient(vol, "RAS")
     pipeline = SynthesisPipeline(config)

@@ -145,7 +145,7 @@ class Bernoulli(Sampler):
         return self.p == 0
 
 
-def make_sampler(value: Sampler | float | int | Sequence[float], name: str = "parameter", *, min_value: float | None = None, max_value: float | None = None) -> Sampler:
+def make_sampler(value: Sampler | float | Sequence[float], name: str = "parameter", *, min_value: float | None = None, max_value: float | None = None) -> Sampler:
     """Turn a number (fixed), a ``(lo, hi)`` pair (uniform) or a sampler into a `Sampler`.
 
     Raises:
