@@ -101,6 +101,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .inference import InferenceConfig
+    from .segment_files import exit_code, run_segment, summarize
+
+    settings = {"device": args.device, "tta_flip": args.tta}
+    if args.overlap is not None:
+        settings["overlap"] = args.overlap
+    results = run_segment(
+        args.inputs, Path(args.output), model_path=args.model, config=InferenceConfig(**settings),
+        overwrite=args.overwrite, output_format=args.format, shard=args.shard, progress=not args.no_progress,
+    )
+    print(summarize(results))  # each failed case is already logged at ERROR level, naming its file
+    return exit_code(results)  # 0 ok; 2 only bad-input failures (unreadable file, existing output); 1 otherwise
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_synth_benchmark
 
@@ -160,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, default=None, help="stop after this many more steps (resumable)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    sg = sub.add_parser("segment", help="segment vertebral bodies and discs (+ levels) in spine MRI of any contrast")
+    sg.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI/NRRD/MHA files, folders, DICOM folders, globs")
+    sg.add_argument("-o", "--output", required=True, help="output folder (<case>_semantic, _instances, _levels.json)")
+    sg.add_argument("--model", help="checkpoint (.pt with its .sha256 beside it); default: the shipped model")
+    sg.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    sg.add_argument("--tta", action="store_true", help="left-right flip test-time augmentation (doubles network time)")
+    sg.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default 0.5)")
+    sg.add_argument("--shard", metavar="i/n", help="process only shard i of n (1-based; for cluster job arrays)")
+    sg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    sg.add_argument("--format", choices=("nifti", "seg.nrrd"), default="nifti", help="output file format")
+    sg.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sg.set_defaults(func=cmd_segment)
 
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("what", choices=("synth",))
