@@ -177,7 +177,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     val_cases = []
     if rank == 0 and cfg.validation_cases:
-        val_cases = load_validation_cases(_resolve(base, cfg.shared_data), list(cfg.validation_cases), cfg.spacing)
+        val_cases = load_validation_cases(_resolve(base, cfg.shared_data), list(cfg.validation_cases), cfg.spacing, cfg.patch_size)
     writer = _summary_writer(run_dir) if rank == 0 else None
     meta = ModelMeta(model=model_cfg, spacing=tuple(cfg.spacing), patch_size=tuple(cfg.patch_size), recipe=asdict(cfg))
     end = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)

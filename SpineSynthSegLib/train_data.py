@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import read_image, read_labels, reorient, resample
+from .io import read_image, read_labels, reorient
 from .labels import DISC_OFFSET, VERTEBRA_NAMES, LabelEntry, LabelTable, sidecar_path
 from .synthesis.pipeline import LabelBatch, SynthesisPipeline
 
@@ -109,23 +109,25 @@ class ValidationCase:
     labelled_class: int  # 1 bodies, 2 discs
 
 
-def load_validation_cases(shared: str | Path, cases: list[str], spacing) -> list[ValidationCase]:
-    """Real labelled images (validation only) preprocessed like inference does."""
+def load_validation_cases(shared: str | Path, cases: list[str], spacing, patch_size) -> list[ValidationCase]:
+    """Real labelled images (validation only), preprocessed exactly as inference does."""
+    from .inference import preprocess
+    from .io import resample_to
     from .label_converters import from_reference_case
-    from .synthesis.intensity import robust_normalize
+    from .model import ModelMeta
 
     shared = Path(shared)
-    meta = json.loads((shared / "lumbar_mri" / "cases.json").read_text())
+    info = json.loads((shared / "lumbar_mri" / "cases.json").read_text())
+    meta = ModelMeta(spacing=tuple(spacing), patch_size=tuple(patch_size))
     out = []
     lut = semantic_lut()
     for case in cases:
         img = read_image(shared / "lumbar_mri" / "images" / f"{case}_img.nii.gz")
         lab = read_labels(shared / "lumbar_mri" / "labels" / f"{case}_seg.nii.gz")
-        lab = lab.with_array(from_reference_case(lab.array, case, meta))
-        img_r = resample(reorient(img, "RAS")[0], spacing, "linear")
-        lab_r = resample(reorient(lab, "RAS")[0], spacing, "nearest")
-        sem = lut[lab_r.array]
-        tensor = robust_normalize(torch.from_numpy(img_r.array.astype(np.float32))[None, None])
+        lab = lab.with_array(from_reference_case(lab.array, case, info))
+        tensor, ctx = preprocess(img, meta)
+        ids = resample_to(reorient(lab, "RAS")[0], ctx.net_grid, "nearest").array
+        ids = np.pad(ids, ctx.pad)
         cls = 2 if case.startswith("IVD") else 1
-        out.append(ValidationCase(case, case.split("_")[0], tensor, sem, span_weight(lab_r.array), cls))
+        out.append(ValidationCase(case, case.split("_")[0], tensor, lut[ids], span_weight(ids), cls))
     return out
