@@ -27,7 +27,7 @@ from .losses import marginal_dice_ce
 from .model import ModelConfig, ModelMeta, build_network, load_torch_verified, save_checkpoint, save_torch_atomic
 from .synthesis.pipeline import SynthesisConfig, SynthesisPipeline
 from .synthesis.sampling import make_generator
-from .train_data import load_training_maps, load_validation_cases, synth_batch
+from .train_data import load_training_maps, load_validation_cases, sampling_weights, synth_batch
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default
     model: dict[str, Any] = field(default_factory=dict)
     synthesis: dict[str, Any] = field(default_factory=dict)
+    source_weights: dict[str, float] = field(default_factory=dict)  # manifest source -> share of samples
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "checkpoint_every", "validate_every", "keep_best"):
@@ -77,7 +78,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{path}: unknown recipe keys {unknown}")
-        data = {k: tuple(v) if isinstance(v, list) and k not in ("model", "synthesis") else v for k, v in data.items()}
+        data = {k: tuple(v) if isinstance(v, list) and k not in ("model", "synthesis", "source_weights") else v for k, v in data.items()}
         return cls(**data), path.parent.resolve()
 
 
@@ -154,6 +155,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     run_dir = _resolve(base, cfg.output_dir) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     maps = load_training_maps(_resolve(base, cfg.labelmaps), cfg.spacing)
+    probabilities = sampling_weights(maps, cfg.source_weights)
     synth_cfg = SynthesisConfig.from_dict(cfg.synthesis)
     pipeline = SynthesisPipeline(synth_cfg)
     model_cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items()})
@@ -184,7 +186,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     bar = _progress(step, end, progress and rank == 0)
     t_last = time.perf_counter()
     while step < end:
-        image, target, weight, labelled = synth_batch(maps, pipeline, cfg.batch_size, cfg.patch_size, gen, dev)
+        image, target, weight, labelled = synth_batch(maps, pipeline, cfg.batch_size, cfg.patch_size, gen, dev, probabilities)
         with autocast_for(dev, cfg.amp):
             logits = model(image)
         loss = marginal_dice_ce(logits, target, labelled, weight, cfg.dice_weight, cfg.ce_weight)

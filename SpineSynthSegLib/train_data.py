@@ -57,13 +57,19 @@ def span_weight(targets: np.ndarray, si_axis: int = 2, full: bool = False) -> np
 @dataclass
 class TrainingMap:
     name: str
+    source: str
     batch: LabelBatch  # B = 1, semantic targets per compact label
     weight: torch.Tensor  # [1, 1, X, Y, Z]
     labelled: torch.Tensor  # [1, C] bool
 
 
-def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom",)) -> list[TrainingMap]:
-    """Load every map listed in ``folder/manifest.json``; checks the spacing matches."""
+def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom", "vb2native", "ivdnative")) -> list[TrainingMap]:
+    """Load every map listed in ``folder/manifest.json``; checks the spacing matches.
+
+    Maps whose source is in ``full_span_sources`` hold no unlabelled anatomy (phantoms, label-only
+    masks on random backgrounds), so their loss covers the whole map; maps made from real or CT
+    images are restricted to their labelled span.
+    """
     folder = Path(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     entries = manifest["maps"] if isinstance(manifest, dict) else manifest
@@ -80,14 +86,33 @@ def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom"
         targets = table.target_map(vol.array)
         weight = span_weight(targets, full=e.get("source") in full_span_sources)
         labelled = torch.tensor([[True, bool(e.get("has_body")), bool(e.get("has_disc"))]])
-        maps.append(TrainingMap(e.get("name", path.stem), lb, torch.from_numpy(weight)[None, None], labelled))
+        maps.append(TrainingMap(e.get("name", path.stem), e.get("source", "unknown"), lb, torch.from_numpy(weight)[None, None], labelled))
     log.info("loaded %d training maps from %s", len(maps), folder)
     return maps
 
 
-def synth_batch(maps: list[TrainingMap], pipeline: SynthesisPipeline, batch_size: int, patch, generator: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def sampling_weights(maps: list[TrainingMap], source_weights: dict[str, float] | None) -> torch.Tensor:
+    """Per-map probabilities: each source gets its weight, shared evenly by its maps.
+
+    Sources missing from ``source_weights`` get weight 0; with no weights every map is equal.
+    """
+    if not source_weights:
+        return torch.full((len(maps),), 1.0 / len(maps))
+    counts: dict[str, int] = {}
+    for m in maps:
+        counts[m.source] = counts.get(m.source, 0) + 1
+    w = torch.tensor([float(source_weights.get(m.source, 0.0)) / counts[m.source] for m in maps], dtype=torch.float64)
+    if w.sum() <= 0:
+        raise ValueError(f"source_weights {source_weights} select none of the sources {sorted(counts)}")
+    return (w / w.sum()).float()
+
+
+def synth_batch(maps: list[TrainingMap], pipeline: SynthesisPipeline, batch_size: int, patch, generator: torch.Generator, device, probabilities: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw ``batch_size`` maps and synthesize one patch from each: (image, target, weight, labelled)."""
-    idx = torch.randint(len(maps), (batch_size,), generator=generator, device=generator.device).tolist()
+    if probabilities is None:
+        probabilities = torch.full((len(maps),), 1.0 / len(maps))
+    u = torch.rand((batch_size,), generator=generator, device=generator.device).cpu()
+    idx = torch.searchsorted(torch.cumsum(probabilities.double(), 0), u.double()).clamp(max=len(maps) - 1).tolist()
     images, targets, weights, labelled = [], [], [], []
     for i in idx:  # maps differ in shape, so each is deformed and cropped on its own
         m = maps[i]
