@@ -116,6 +116,24 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return exit_code(results)  # 0 ok; 2 only bad-input failures (unreadable file, existing output); 1 otherwise
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import run_evaluate
+
+    out = Path(args.output)
+    summary = run_evaluate(
+        args.pred, args.ref, out, groups_csv=args.groups, convention_pred=args.convention_pred,
+        convention_ref=args.convention_ref, compare_dir=args.compare, names=args.names,
+        convention_compare=args.convention_compare, tolerance_mm=args.tolerance, cases_json=args.cases_json,
+        plots=not args.no_plots,
+    )
+    counts = ", ".join(f"{m}: {len(c)} cases" for m, c in summary["cases"].items())
+    print(f"evaluated {counts}; report: {out / 'report.html'}")
+    unpaired = {k: v for k, v in summary["unpaired"].items() if v}
+    if unpaired:  # also logged as warnings
+        print("unpaired: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in unpaired.items()))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_synth_benchmark
 
@@ -188,6 +206,22 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--format", choices=("nifti", "seg.nrrd"), default="nifti", help="output file format")
     sg.add_argument("--no-progress", action="store_true", help="no progress bar")
     sg.set_defaults(func=cmd_segment)
+
+    ev = sub.add_parser("evaluate", help="score predictions against reference labels (CSV, JSON, box plots, HTML)")
+    ev.add_argument("--pred", required=True, help="prediction folder (e.g. segment output: <case>_semantic, _instances)")
+    ev.add_argument("--ref", required=True, help="reference label folder; files pair by case id")
+    ev.add_argument("-o", "--output", required=True, help="report folder: per_case.csv, summary.json, plots/, report.html")
+    ev.add_argument("--groups", help="CSV 'case,group' (e.g. contrast): statistics and tests per group")
+    ev.add_argument("--compare", help="a second prediction folder: adds paired Wilcoxon tests")
+    conventions = "spineps, verse, spider, totalsegmentator, totalsegmentator-mr, reference, semantic"
+    ev.add_argument("--convention-pred", default="spineps", help=f"label convention of --pred: {conventions}")
+    ev.add_argument("--convention-ref", default="spineps", help="label convention of --ref ('reference': cases.json beside it)")
+    ev.add_argument("--convention-compare", help="label convention of --compare (default: --convention-pred)")
+    ev.add_argument("--names", nargs="+", metavar="NAME", help="method names for --pred [--compare] (default: folder names)")
+    ev.add_argument("--tolerance", type=float, default=1.0, help="normalised surface Dice tolerance, mm")
+    ev.add_argument("--cases-json", help="cases.json for --convention-ref reference (default: beside/above --ref)")
+    ev.add_argument("--no-plots", action="store_true", help="skip the PNG box plots")
+    ev.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("what", choices=("synth",))

@@ -1,0 +1,422 @@
+"""`spinesynthseg evaluate`: score prediction folders against reference labels, write a report.
+
+Files pair by case id: the file name without its format suffix (.nii.gz, .nii, .nrrd, .seg.nrrd,
+.mha) and without trailing markers ``_semantic``, ``_instances``, ``_seg``, ``_img``, ``_label(s)``,
+``_mask``, ``_pred`` (so ``VB3_02_img_instances.nii.gz`` from `spinesynthseg segment` pairs with
+the reference ``VB3_02_seg.nii.gz``). A ``*_semantic.*`` file is read as semantic classes
+(1 vertebral body, 2 disc, ...); any other label file is read in the folder's convention
+(`CONVENTIONS`) and converted to the output convention of `labels`. When a case has both, the
+semantic file gives the semantic scores and the other file the instances and levels.
+
+Outputs in ``out_dir``: ``per_case.csv`` (one row per case x method x scope x structure),
+``summary.json`` (settings, unpaired files, descriptive statistics, Wilcoxon comparisons),
+``plots/*.png`` (box plots per group) and a self-contained ``report.html``. Every case is scored
+twice (`metrics.score_prediction`): 'raw', and 'span' (predicted components outside the labelled
+superior-inferior span ignored, the rule of shared/data/README.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import label_converters as conv
+from .errors import InputError
+from .io import Volume, check_same_geometry, read_labels, write_bytes_atomic
+from .labels import SEMANTIC_CLASSES, semantic_of
+from .metrics import BINARY_METRICS, score_prediction, si_axis_of
+from .statistics import compare_paired, describe, holm
+
+log = logging.getLogger(__name__)
+
+LABEL_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".nhdr")
+CASE_MARKERS = ("_semantic", "_instances", "_seg", "_img", "_labels", "_label", "_mask", "_pred")
+CONVENTIONS: dict[str, str] = {
+    "spineps": "SPINEPS/VerSe/TPTBox instances: vertebrae 1-28, discs 100+id, endplates 200+id (-> vertebra)",
+    "verse": "same as spineps",
+    "spider": "SPIDER: vertebrae numbered upward from L5 = 1, discs 201.., partial 101.., canal 100 (dropped)",
+    "totalsegmentator": "TotalSegmentator v2 'total' (CT) class ids",
+    "totalsegmentator-mr": "TotalSegmentator v2 'vertebrae_mr' class ids",
+    "reference": "shared lumbar_mri reference labels, ids ordered by cases.json (VB2, VB3, IVD)",
+    "semantic": "semantic classes: 1 vertebral body, 2 disc, 3 posterior elements, 4 canal, 5 cord",
+}
+SEMANTIC_METRICS = BINARY_METRICS
+INSTANCE_METRICS = ("rq", "sq", "pq", "sq_dice", "level_accuracy", "tp", "fp", "fn")
+COMPARED = {"semantic": ("dice", "iou", "hd95", "assd", "nsd"), "instances": ("rq", "sq", "pq")}
+HIGHER_IS_BETTER = {"dice", "iou", "nsd", "rq", "sq", "pq", "sq_dice", "level_accuracy"}
+CSV_COLUMNS = ("case", "group", "method", "scope", "kind", "label", "structure", *SEMANTIC_METRICS,
+               "pred_voxels", "ref_voxels", "pred_empty", "ref_empty", *INSTANCE_METRICS)
+
+
+def case_id(path: str | Path) -> str:
+    """'VB3_02_img_instances.nii.gz' -> 'VB3_02' (format suffix and trailing markers removed)."""
+    name = Path(path).name
+    for suffix in LABEL_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    changed = True
+    while changed:
+        changed = False
+        for marker in CASE_MARKERS:
+            if name.lower().endswith(marker) and len(name) > len(marker):
+                name, changed = name[: -len(marker)], True
+    return name
+
+
+@dataclass
+class CaseFiles:
+    """The label files of one case in one folder."""
+
+    semantic: Path | None = None
+    labels: Path | None = None
+
+    def names(self) -> list[str]:
+        return [str(p) for p in (self.semantic, self.labels) if p is not None]
+
+
+def find_label_files(folder: str | Path) -> dict[str, CaseFiles]:
+    """Case id -> files, for every label file in ``folder`` (not recursive; other files ignored)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("not a folder", str(folder))
+    out: dict[str, CaseFiles] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or not path.name.lower().endswith(LABEL_SUFFIXES):
+            continue
+        files = out.setdefault(case_id(path), CaseFiles())
+        slot = "semantic" if "_semantic" in path.name.lower() else "labels"
+        if getattr(files, slot) is not None:
+            raise InputError(f"two label files for case {case_id(path)!r}: {getattr(files, slot).name} and {path.name}",
+                             str(folder))
+        setattr(files, slot, path)
+    return out
+
+
+def read_groups(path: str | Path) -> dict[str, str]:
+    """Case id -> group from a CSV with columns case,group (header row optional)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("groups file not found", str(path))
+    groups: dict[str, str] = {}
+    with path.open(newline="") as fh:
+        for i, row in enumerate(csv.reader(fh)):
+            if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
+                continue
+            if i == 0 and row[0].strip().lower() in ("case", "case_id", "id"):
+                continue
+            if len(row) < 2 or not row[1].strip():
+                raise InputError(f"line {i + 1}: expected 'case,group', got {row}", str(path))
+            groups[case_id(row[0].strip())] = row[1].strip()
+    if not groups:
+        raise InputError("no case,group rows", str(path))
+    return groups
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass
+class CaseLabels:
+    """A case's labels in the output convention, on the grid of ``geometry``."""
+
+    geometry: Volume
+    semantic: np.ndarray
+    instances: np.ndarray | None
+    source: str
+
+
+def _semantic_of_instances(instances: np.ndarray) -> np.ndarray:
+    lut = np.zeros(int(instances.max(initial=0)) + 1, np.uint8)
+    for i in np.flatnonzero(np.bincount(instances.ravel())):
+        lut[i] = semantic_of(int(i))
+    return lut[instances]
+
+
+def _converter(convention: str, case: str, cases_info: dict | None) -> Callable[[np.ndarray], np.ndarray]:
+    if convention in ("spineps", "verse"):
+        return conv.from_verse
+    if convention == "spider":
+        return conv.from_spider
+    if convention == "totalsegmentator":
+        return lambda a: conv.from_totalsegmentator(a, "total")
+    if convention == "totalsegmentator-mr":
+        return lambda a: conv.from_totalsegmentator(a, "vertebrae_mr")
+    if convention == "reference":
+        if cases_info is None:
+            raise InputError("the 'reference' convention needs cases.json (beside or above the folder, or cases_json)")
+        return lambda a: conv.from_reference_case(a, case, cases_info)
+    raise InputError(f"unknown label convention {convention!r}; known: {', '.join(CONVENTIONS)}")
+
+
+def load_case(files: CaseFiles, convention: str, case: str, cases_info: dict | None = None) -> CaseLabels:
+    """Read one case's label file(s) and convert them to the output convention."""
+    instances, semantic, geometry = None, None, None
+    if files.labels is not None:
+        vol = read_labels(files.labels)
+        geometry = vol
+        if convention == "semantic":
+            semantic = vol.array
+        else:
+            try:
+                instances = _converter(convention, case, cases_info)(vol.array).astype(np.int32)
+            except InputError as err:
+                raise InputError(err.problem, str(files.labels)) from err
+            semantic = _semantic_of_instances(instances)
+    if files.semantic is not None:
+        vol = read_labels(files.semantic)
+        if geometry is not None:
+            check_same_geometry(vol, geometry, str(files.semantic), str(files.labels))
+        geometry, semantic = vol, vol.array
+    if semantic is None:
+        raise InputError(f"no label file for case {case!r}")
+    if semantic.max(initial=0) > max(SEMANTIC_CLASSES):
+        raise InputError(f"semantic classes must be 0-{max(SEMANTIC_CLASSES)}, found {int(semantic.max())} "
+                         "(an instance map? name it without '_semantic' or pick its convention)",
+                         str(files.semantic or files.labels))
+    return CaseLabels(geometry, semantic, instances, " + ".join(files.names()))
+
+
+def _cases_info(ref_dir: Path, cases_json: str | Path | None) -> dict | None:
+    paths = [Path(cases_json)] if cases_json else [ref_dir / "cases.json", ref_dir.parent / "cases.json"]
+    for p in paths:
+        if p.is_file():
+            return json.loads(p.read_text())
+    if cases_json:
+        raise InputError("cases.json not found", str(cases_json))
+    return None
+
+
+# ----------------------------------------------------------------------------- scoring and summary
+
+
+def score_case(case: str, ref: CaseLabels, methods: dict[str, tuple[CaseFiles, str]], group: str,
+               cases_info: dict | None, tolerance_mm: float = 1.0, iou_threshold: float = 0.5) -> tuple[list[dict], dict]:
+    """Score one case's predictions (method -> (files, convention)) against its reference.
+
+    Returns the rows (each tagged with case, group and method) and per-method info: the span
+    bounds, the dropped labels, and the seconds spent reading and scoring.
+    """
+    rows, info = [], {}
+    spacing, si_axis = ref.geometry.spacing, si_axis_of(ref.geometry.direction)
+    for method, (files, convention) in methods.items():
+        t0 = time.perf_counter()
+        pred = load_case(files, convention, case, cases_info)
+        check_same_geometry(pred.geometry, ref.geometry, pred.source, ref.source)
+        t1 = time.perf_counter()
+        res = score_prediction(pred.semantic, ref.semantic, spacing, si_axis, pred_instances=pred.instances,
+                               ref_instances=ref.instances, tolerance_mm=tolerance_mm, iou_threshold=iou_threshold)
+        t2 = time.perf_counter()
+        rows += [{"case": case, "group": group, "method": method, **r} for r in res["raw"] + res["span"]]
+        info[method] = {"span_bounds": res["span_bounds"], "dropped": res["dropped"], "read_s": round(t1 - t0, 4),
+                        "score_s": round(t2 - t1, 4)}
+        log.info("%s %s: scored in %.2f s (+ %.2f s reading)", method, case, t2 - t1, t1 - t0)
+    return rows, info
+
+
+def _metrics_of(kind: str) -> tuple[str, ...]:
+    return INSTANCE_METRICS if kind == "instances" else SEMANTIC_METRICS
+
+
+def summarize_rows(rows: list[dict], group_names: list[str]) -> list[dict]:
+    """Descriptive statistics per method, scope, kind, structure, group ('all' + each) and metric.
+
+    Level rows are also pooled over all levels as structure 'all levels'.
+    """
+    buckets: dict[tuple, list[dict]] = {}
+    for r in rows:
+        structures = [r["structure"], "all levels"] if r["kind"] == "level" else [r["structure"]]
+        for s in structures:
+            for g in ["all", r["group"]] if r["group"] else ["all"]:
+                buckets.setdefault((r["method"], r["scope"], r["kind"], s, g), []).append(r)
+    order = {g: i for i, g in enumerate(["all", *group_names])}
+    out = []
+    for (method, scope, kind, structure, group), rs in sorted(buckets.items(), key=lambda kv: (
+            kv[0][0], kv[0][1], kv[0][2], kv[0][3], order.get(kv[0][4], 99))):
+        for m in _metrics_of(kind):
+            out.append({"method": method, "scope": scope, "kind": kind, "structure": structure, "group": group,
+                        "metric": m, **describe(r.get(m) for r in rs)})
+    return out
+
+
+def compare_methods(rows: list[dict], a: str, b: str, groups: dict[str, str]) -> list[dict]:
+    """Paired Wilcoxon tests of method ``a`` vs ``b`` per scope, structure, metric and group.
+
+    Holm-adjusted p-values (``p_holm``) are computed over all tests of one scope.
+    """
+    values: dict[tuple, dict[str, dict[str, float]]] = {}
+    for r in rows:
+        if r["kind"] in COMPARED and r["method"] in (a, b):
+            for m in COMPARED[r["kind"]]:
+                values.setdefault((r["scope"], r["kind"], r["structure"], m), {}).setdefault(r["method"], {})[
+                    r["case"]] = r[m]
+    out = []
+    for (scope, kind, structure, m), by_method in sorted(values.items()):
+        tests = compare_paired(by_method.get(a, {}), by_method.get(b, {}), groups)
+        for group, res in tests.items():
+            better = "" if res.n_nonzero == 0 or res.median_diff == 0 else (
+                a if (res.median_diff > 0) == (m in HIGHER_IS_BETTER) else b)
+            out.append({"scope": scope, "kind": kind, "structure": structure, "metric": m, "group": group,
+                        "a": a, "b": b, **res.as_dict(), "better": better})
+    for scope in {r["scope"] for r in out}:
+        sel = [r for r in out if r["scope"] == scope]
+        for r, p in zip(sel, holm([r["p_value"] for r in sel])):
+            r["p_holm"] = p
+    return out
+
+
+def _csv_bytes(rows: list[dict]) -> bytes:
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _fmt(r.get(k)) for k in CSV_COLUMNS})
+    return buf.getvalue().encode()
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "inf" if v == math.inf else f"{v:.6g}"
+    return str(v)
+
+
+def _json_safe(obj):
+    """inf -> "inf" (JSON has no infinity); tuples -> lists; numpy scalars -> Python."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return str(float(obj)) if not math.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def _method_names(pred_dir: Path, compare_dir: Path | None, names) -> list[str]:
+    if names:
+        out = [str(n) for n in names]
+        if len(out) != 1 + (compare_dir is not None):
+            raise InputError(f"give one method name per prediction folder ({1 + (compare_dir is not None)}), got {out}")
+    else:
+        out = [pred_dir.resolve().name or "pred"]
+        if compare_dir is not None:
+            out.append(compare_dir.resolve().name or "compare")
+    if len(out) == 2 and out[0] == out[1]:
+        out = [f"{out[0]} (A)", f"{out[1]} (B)"]
+    return out
+
+
+def run_evaluate(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | Path, groups_csv: str | Path | None = None,
+                 convention_pred: str = "spineps", convention_ref: str = "spineps",
+                 compare_dir: str | Path | None = None, *, names: tuple[str, ...] | None = None,
+                 convention_compare: str | None = None, tolerance_mm: float = 1.0, iou_threshold: float = 0.5,
+                 cases_json: str | Path | None = None, plots: bool = True) -> dict:
+    """Evaluate one prediction folder (or two, with Wilcoxon tests) against a reference folder.
+
+    Args:
+        pred_dir: predictions (e.g. `spinesynthseg segment` output: ``<case>_semantic``/``_instances``).
+        ref_dir: reference label maps.
+        out_dir: report folder (created): per_case.csv, summary.json, plots/, report.html.
+        groups_csv: optional CSV ``case,group`` (e.g. contrast); statistics per group and overall.
+        convention_pred, convention_ref: label conventions (`CONVENTIONS`).
+        compare_dir: optional second prediction folder: adds paired Wilcoxon tests of the two.
+        names: method names (default: the folder names).
+        convention_compare: convention of ``compare_dir`` (default: ``convention_pred``).
+        tolerance_mm: NSD tolerance in mm.
+        iou_threshold: instance matching threshold (0.5 as SPINEPS/panoptica).
+        cases_json: cases.json for the 'reference' convention (default: found beside ``ref_dir``).
+        plots: draw box plots (PNG) and embed them in the report.
+
+    Returns:
+        The summary (as written to summary.json, with ``inf`` kept as float) plus ``rows``, the
+        per-case rows of per_case.csv.
+
+    Raises:
+        InputError: unknown convention, missing folder, no case in common, a geometry mismatch
+            (naming both files), unreadable or unconvertible labels (naming the file).
+    """
+    from .evaluate_report import box_plots, render_html
+
+    conventions = [convention_pred, convention_ref, convention_compare or convention_pred]
+    for c in conventions:
+        if c not in CONVENTIONS:
+            raise InputError(f"unknown label convention {c!r}; known: {', '.join(CONVENTIONS)}")
+    if not tolerance_mm >= 0 or not 0 < iou_threshold <= 1:
+        raise InputError(f"need tolerance_mm >= 0 and 0 < iou_threshold <= 1, got {tolerance_mm}, {iou_threshold}")
+    pred_dir, ref_dir, out_dir = Path(pred_dir), Path(ref_dir), Path(out_dir)
+    folders = [pred_dir] + ([Path(compare_dir)] if compare_dir is not None else [])
+    method_names = _method_names(pred_dir, folders[1] if len(folders) > 1 else None, names)
+    ref_files = find_label_files(ref_dir)
+    methods = {}
+    for name, folder, convention in zip(method_names, folders, [conventions[0], conventions[2]]):
+        files = find_label_files(folder)
+        if not set(files) & set(ref_files):
+            raise InputError(f"no case ids in common with the reference folder {ref_dir} (predictions: "
+                             f"{sorted(files)[:5]}, references: {sorted(ref_files)[:5]})", str(folder))
+        methods[name] = (files, convention)
+    unpaired = {"reference_only": sorted(set(ref_files) - set().union(*(set(f) for f, _ in methods.values())))}
+    for name, (files, _) in methods.items():
+        unpaired[f"{name}_only"] = sorted(set(files) - set(ref_files))
+        unpaired[f"{name}_missing"] = sorted(set(ref_files) - set(files))
+    for key, cases in unpaired.items():
+        if cases:
+            log.warning("unpaired (%s): %s", key, ", ".join(cases))
+    groups = read_groups(groups_csv) if groups_csv else {}
+    cases = sorted(set(ref_files) & set().union(*(set(f) for f, _ in methods.values())))
+    if groups:
+        missing = [c for c in cases if c not in groups]
+        if missing:
+            log.warning("%d cases are not in %s: grouped as 'ungrouped'", len(missing), groups_csv)
+        groups = {c: groups.get(c, "ungrouped") for c in cases}
+    need_info = "reference" in conventions
+    cases_info = _cases_info(ref_dir, cases_json) if need_info else None
+
+    rows, per_case = [], {}
+    for case in cases:
+        ref = load_case(ref_files[case], convention_ref, case, cases_info)
+        todo = {m: (files[case], c) for m, (files, c) in methods.items() if case in files}
+        case_rows, per_case[case] = score_case(case, ref, todo, groups.get(case, ""), cases_info, tolerance_mm,
+                                               iou_threshold)
+        rows += case_rows
+    group_names = sorted(set(groups.values()))
+    score_s = [i["score_s"] for c in per_case.values() for i in c.values()]
+    read_s = [i["read_s"] for c in per_case.values() for i in c.values()]
+    summary = {
+        "settings": {"pred_dir": str(pred_dir), "ref_dir": str(ref_dir),
+                     "compare_dir": str(folders[1]) if len(folders) > 1 else None, "methods": method_names,
+                     "conventions": dict(zip(["pred", "ref", "compare"], conventions)),
+                     "groups_csv": str(groups_csv) if groups_csv else None, "tolerance_mm": tolerance_mm,
+                     "iou_threshold": iou_threshold},
+        "cases": {m: sorted(c for c in cases if c in files) for m, (files, _) in methods.items()},
+        "groups": groups,
+        "unpaired": unpaired,
+        "per_case": per_case,
+        "summary": summarize_rows(rows, group_names),
+        "comparison": compare_methods(rows, *method_names, groups) if len(method_names) == 2 else [],
+        "timing": {"score_s_median": float(np.median(score_s)), "score_s_max": float(np.max(score_s)),
+                   "read_s_median": float(np.median(read_s))},
+    }
+    images = box_plots(rows, method_names, group_names) if plots else {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(_csv_bytes(rows), out_dir / "per_case.csv")
+    write_bytes_atomic(json.dumps(_json_safe(summary), indent=1).encode(), out_dir / "summary.json")
+    for name, png in images.items():
+        write_bytes_atomic(png, out_dir / "plots" / name)
+    write_bytes_atomic(render_html(summary, rows, images).encode(), out_dir / "report.html")
+    log.info("evaluation of %d cases written to %s", len(cases), out_dir)
+    return {**summary, "rows": rows}
