@@ -135,3 +135,68 @@ def run_synth_benchmark(repeats: int = 7, device: str = "cpu", batch: int = 1, i
         ratio = f"{sec / results['ours']:.1f}x" if "ours" in results and name != "ours" else "-"
         print(f"{name:<10}{sec:>18.4f}{1 / sec:>12.2f}{ratio:>14}")
     return results
+
+
+def run_segment_benchmark(model_path: str | None = None, shape=(384, 384, 76), repeats: int = 3, device: str = "cpu") -> dict[str, float]:
+    """End-to-end segmentation of a ``shape`` volume at 1 mm vs the bare network forward passes.
+
+    The image is a synthetic T2-like phantom (no deformation) on a sagittal 1 mm grid. Prints the
+    medians of end-to-end time, its stages, the bare forward passes over the same windows, their
+    ratio and the process's peak resident memory.
+    """
+    import resource
+
+    from monai.inferers.utils import _get_scan_interval, dense_patch_slices
+
+    from .inference import InferenceConfig, default_model_path, preprocess, resolve_amp, segment_volume
+    from .io import Volume
+    from .model import ModelConfig, ModelMeta, build_network, load_checkpoint
+    from .phantom import PhantomConfig, generate_phantom
+    from .synthesis.pipeline import LabelBatch, SynthesisConfig, SynthesisPipeline
+
+    try:
+        net, meta = load_checkpoint(model_path or default_model_path())
+        source = str(model_path or default_model_path())
+    except Exception as err:  # noqa: BLE001 - fall back to an untrained network of the default size
+        log.warning("no model (%s): timing an untrained default network", err)
+        net, meta, source = build_network(ModelConfig()).eval(), ModelMeta(), "untrained ModelConfig()"
+    labels, table = generate_phantom(PhantomConfig(shape=tuple(shape), spacing=(1.0, 1.0, 1.0)), seed=0)
+    synth = SynthesisPipeline(SynthesisConfig(mode="physics", deform=False, resolution=False))
+    with torch.no_grad():
+        image = synth(LabelBatch.from_array(labels.array, table, labels.spacing), make_generator(0)).image[0, 0].numpy()
+    vol = Volume(image * 1000, labels.spacing, labels.origin, labels.direction)
+    config = InferenceConfig(device=device)
+    e2e, stages = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        res = segment_volume(vol, net, meta, config)
+        e2e.append(time.perf_counter() - t)
+        stages.append(res.timings)
+    tensor, _ = preprocess(vol, meta, config)
+    roi = tuple(meta.patch_size)
+    interval = _get_scan_interval(tensor.shape[2:], roi, 3, (config.overlap,) * 3)
+    n_windows = len(dense_patch_slices(tensor.shape[2:], roi, interval))
+    dtype = resolve_amp(config.amp, torch.device(device))
+    window = torch.zeros((config.sw_batch_size, 1, *roi))
+    bare = []
+    net = net.to(device)
+    for _ in range(repeats):
+        t = time.perf_counter()
+        with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            for _ in range(-(-n_windows // config.sw_batch_size)):
+                net(window.to(device))
+        bare.append(time.perf_counter() - t)
+    out = {
+        "end_to_end_s": statistics.median(e2e),
+        "preprocess_s": statistics.median(s["preprocess"] for s in stages),
+        "network_s": statistics.median(s["network"] for s in stages),
+        "postprocess_s": statistics.median(s["postprocess"] for s in stages),
+        "bare_forward_s": statistics.median(bare),
+        "windows": n_windows,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    }
+    out["ratio"] = out["end_to_end_s"] / out["bare_forward_s"]
+    print(f"volume {tuple(shape)} at 1 mm; model: {source}; {n_windows} windows of {roi}; torch {torch.get_num_threads()} threads, {device}")
+    for key, value in out.items():
+        print(f"{key:<16}{value:>10.3f}" if isinstance(value, float) else f"{key:<16}{value:>10}")
+    return out

@@ -135,6 +135,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "segment":
+        from .bench import run_segment_benchmark
+
+        run_segment_benchmark(model_path=args.model, repeats=min(args.repeats, 3), device=args.device)
+        return 0
     from .bench import run_synth_benchmark
 
     run_synth_benchmark(repeats=args.repeats, device=args.device, batch=args.batch, include=args.include)
@@ -224,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="benchmarks")
-    b.add_argument("what", choices=("synth",))
+    b.add_argument("what", choices=("synth", "segment"))
+    b.add_argument("--model", help="checkpoint for 'segment' (default: the shipped model)")
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--device", default="cpu")
     b.add_argument("--batch", type=int, default=1)
