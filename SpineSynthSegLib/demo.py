@@ -35,7 +35,9 @@ def run_demo(out_dir: Path, seed: int = 0, n: int = 4) -> dict:
     labels = [read_labels(p) for mode in ("random", "physics") for p in results[mode][0].labels]
     preview = save_grid(images, out_dir / "preview.png", labels=None, columns=n)
     overlay = save_grid(images[:1] + images[n : n + 1], out_dir / "preview_labels.png", labels=labels[:1] + labels[n : n + 1], columns=2)
+    segmentation = _segmentation_demo(vol, table, out_dir)
     return {
+        "segmentation": segmentation,
         "phantom": str(phantom_path),
         "targets": table.targets(),
         "random_images": [str(p) for p in results["random"][0].images],
@@ -44,3 +46,17 @@ def run_demo(out_dir: Path, seed: int = 0, n: int = 4) -> dict:
         "preview_with_labels": str(overlay),
         "seconds": {"phantom": round(t_phantom, 2), "random": round(results["random"][1], 2), "physics": round(results["physics"][1], 2)},
     }
+
+
+def _segmentation_demo(vol, table, out_dir: Path) -> dict:
+    """Segment phantom T1w/T2w images with the shipped model (skipped, with the reason, without one)."""
+    from .errors import InputError
+    from .inference import default_model_path
+
+    try:
+        default_model_path()
+    except InputError as err:
+        return {"skipped": str(err)}
+    from .demo_segment import segment_phantom_demo
+
+    return segment_phantom_demo(vol, table, out_dir)
