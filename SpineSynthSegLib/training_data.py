@@ -16,6 +16,10 @@ Structure-only maps get a 1-voxel cortex rim (cortical_bone) around marrow for b
 annulus (2-4 mm) around a nucleus for discs. Maps are deterministic for a seed: each item draws
 from ``SeedSequence([seed, crc32(name)])``, whatever the number of workers.
 
+Partial supervision: the manifest's ``has_body`` / ``has_disc`` say which classes a map labels.
+Discs are unlabelled (background clusters) in real, vb2native and verse maps; bodies are random
+background in ivdnative maps: the training loss should not count the missing class as background.
+
 Geometry of the label-only maps, checked against the 1 mm cases of the same subjects and anatomy:
 the headers are right about the supero-inferior axis (T11 smallest on top; L1/L2 = 255 on top)
 but wrong about the antero-posterior sign (the lumbar lordosis and the anteriorly taller L4/L5,
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import time
 import zlib
@@ -397,13 +402,18 @@ def list_items(shared: str | os.PathLike, cfg: PrepareConfig) -> list[tuple[str,
 def prepare_labelmaps(shared: str | os.PathLike, out: str | os.PathLike, cfg: PrepareConfig = PrepareConfig()) -> list[dict]:
     """Build every map and write ``<out>/manifest.json``; returns the manifest's map entries."""
     shared, out = Path(shared), Path(out)
+    if not shared.is_dir() and set(cfg.sources) != {"phantom"}:
+        raise InputError("shared data folder not found", str(shared))
     jobs = list_items(shared, cfg)
+    for source in sorted(set(cfg.sources) - {j[0] for j in jobs}):
+        log.warning("source %r: no items found under %s", source, shared)
     if not jobs:
         raise InputError("no training items found (check the shared data folder and the sources)", str(shared))
     out.mkdir(parents=True, exist_ok=True)
     log.info("%d items -> %s (%d worker(s))", len(jobs), out, cfg.workers)
     if cfg.workers > 1:
-        with ProcessPoolExecutor(cfg.workers) as pool:
+        # spawn, not fork: a fork after OpenMP/BLAS threads started (EM fits) can deadlock the child
+        with ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(partial(_run_item, shared=shared, out=out, cfg=cfg), jobs))
     else:
         results = [_run_item(job, shared, out, cfg) for job in jobs]

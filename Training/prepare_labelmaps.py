@@ -18,6 +18,8 @@ from pathlib import Path
 
 from SpineSynthSegLib.training_data import SOURCES, PrepareConfig, prepare_labelmaps
 
+log = logging.getLogger("prepare_labelmaps")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         entries = prepare_labelmaps(args.shared, args.out, cfg)
     except ValueError as err:  # InputError: missing data folder, nothing found
-        logging.error("%s", err)
+        log.error("%s", err)
         return 2
     seconds = time.perf_counter() - started
     size = sum(p.stat().st_size for p in args.out.glob("*") if p.is_file())
