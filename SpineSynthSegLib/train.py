@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .losses import marginal_dice_ce
-from .model import ModelConfig, ModelMeta, build_network, load_torch_verified, save_checkpoint, save_torch_atomic
+from .model import ModelConfig, ModelMeta, build_network, load_checkpoint, load_torch_verified, save_checkpoint, save_torch_atomic
 from .synthesis.pipeline import SynthesisConfig, SynthesisPipeline
 from .synthesis.sampling import make_generator
 from .train_data import load_training_maps, load_validation_cases, sampling_weights, synth_batch
@@ -51,6 +51,8 @@ class TrainConfig:
     min_lr_fraction: float = 0.02
     dice_weight: float = 1.0
     ce_weight: float = 1.0
+    grad_clip: float = 5.0  # max gradient norm; steps with a non-finite loss or gradient are skipped
+    init_from: str = ""  # optional model checkpoint whose weights start a new run (not a resume)
     amp: str = "auto"  # auto | bf16 | off
     checkpoint_every: int = 100
     validate_every: int = 500
@@ -69,6 +71,8 @@ class TrainConfig:
             raise ValueError(f"amp must be auto, bf16 or off, got {self.amp!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.grad_clip <= 0:
+            raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[TrainConfig, Path]:
@@ -164,8 +168,12 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     gen = make_generator(cfg.seed + 1000 * rank, dev)
-    step, best = 0, []
+    step, best, skipped = 0, [], 0
     state_path = run_dir / "state.pt"
+    if cfg.init_from and not state_path.exists():
+        start = load_checkpoint(_resolve(base, cfg.init_from))[0]
+        net.load_state_dict(start.state_dict())
+        log.info("weights initialised from %s", cfg.init_from)
     if state_path.exists():
         state = load_torch_verified(state_path)
         net.load_state_dict(state["model"])
@@ -192,7 +200,12 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
         loss = marginal_dice_ce(logits, target, labelled, weight, cfg.dice_weight, cfg.ce_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+        if torch.isfinite(loss) and torch.isfinite(grad_norm):
+            opt.step()
+        else:  # a diverging step would poison the weights and every later checkpoint
+            skipped += 1
+            log.warning("step %d: non-finite loss/gradient (%s, %s), update skipped (%d so far)", step + 1, loss.item(), grad_norm.item(), skipped)
         sched.step()
         step += 1
         if bar is not None:
@@ -204,7 +217,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
         if rank == 0 and val_cases and (step % cfg.validate_every == 0 or step == cfg.steps):
             scores = validate(net, val_cases, cfg, dev)
             best = _keep_best(run_dir, net, meta, step, scores, best, cfg.keep_best)
-            _log_json(run_dir, {"step": step, "validation": scores, "seconds_per_step": (time.perf_counter() - t_last) / cfg.validate_every})
+            _log_json(run_dir, {"step": step, "validation": scores, "skipped_steps": skipped, "seconds_per_step": (time.perf_counter() - t_last) / cfg.validate_every})
             if writer is not None:
                 for g, v in scores["groups"].items():
                     writer.add_scalar(f"val/dice_{g}", v, step)
