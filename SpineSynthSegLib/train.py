@@ -228,7 +228,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
             save_checkpoint(run_dir / "latest.pt", net, meta)
     if bar is not None:
         bar.close()
-    return {"step": step, "best": best, "run_dir": str(run_dir)}
+    return {"step": step, "best": best, "skipped_steps": skipped, "run_dir": str(run_dir)}
 
 
 def _save_state(path: Path, net, opt, sched, gen, step: int, best: list) -> None:

@@ -154,3 +154,25 @@ def test_validation_scores_and_best_k(tmp_path):
     assert [b["step"] for b in best] == [4, 2]
     assert sorted(p.name for p in tmp_path.glob("best_*.pt")) == ["best_step000002.pt", "best_step000004.pt"]
     assert load_checkpoint(tmp_path / "best_step000004.pt")[1].validation["score"] == 0.9
+
+
+def test_non_finite_step_is_skipped(recipe, monkeypatch):
+    import SpineSynthSegLib.train as train_module
+
+    calls = {"n": 0}
+    real = train_module.marginal_dice_ce
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(train_module, "marginal_dice_ce", flaky)
+    other = json.loads(recipe.read_text())
+    other["output_dir"] = "runs_nan"
+    path = recipe.parent / "recipe_nan.json"
+    path.write_text(json.dumps(other))
+    result = train(path, device="cpu", max_steps=3, progress=False)
+    assert result["step"] == 3 and result["skipped_steps"] == 1
+    state = load_torch_verified(recipe.parent / "runs_nan" / "tiny" / "state.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
