@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -291,39 +292,40 @@ def _file_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+@contextmanager
+def _atomic_path(path: Path, suffix: str = ""):
+    """Yield a temporary file name beside ``path``; on success it replaces ``path``, else vanishes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, _file_mode(path))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_volume(vol: Volume, path: str | os.PathLike, compress: bool | None = None) -> Path:
     """Write atomically to NIfTI (.nii/.nii.gz), NRRD or MHA, keeping the geometry."""
     path = Path(path)
     suffix = _suffix(path)
     if suffix not in WRITE_SUFFIXES:
         raise InputError(f"unsupported output format '{suffix}'; use one of {WRITE_SUFFIXES}", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
     use_compression = suffix == ".nii.gz" if compress is None else compress
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    with _atomic_path(path, suffix) as tmp:  # the suffix tells ITK the format
         sitk.WriteImage(to_sitk(vol), tmp, use_compression)
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
-    """Write a small file (JSON, PNG) atomically."""
+    """Write a file (JSON, PNG, checkpoint) atomically, flushed to disk before the rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, _file_mode(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import io as _io
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import torch
 
 from . import __version__
 from .errors import InputError
+from .io import write_bytes_atomic
 
 SEMANTIC_OUTPUT = {0: "background", 1: "vertebral_body", 2: "disc"}
 
@@ -98,21 +97,6 @@ def hash_path(path: str | Path) -> Path:
     return Path(str(path) + ".sha256")
 
 
-def _atomic_bytes(data: bytes, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_torch_atomic(obj: Any, path: str | Path) -> str:
     """torch.save to ``path`` atomically, then write ``path.sha256``; returns the hash."""
     path = Path(path)
@@ -120,8 +104,8 @@ def save_torch_atomic(obj: Any, path: str | Path) -> str:
     torch.save(obj, buf)
     data = buf.getvalue()
     digest = hashlib.sha256(data).hexdigest()
-    _atomic_bytes(data, path)
-    _atomic_bytes(f"{digest}  {path.name}\n".encode(), hash_path(path))
+    write_bytes_atomic(data, path)
+    write_bytes_atomic(f"{digest}  {path.name}\n".encode(), hash_path(path))
     return digest
 
 
