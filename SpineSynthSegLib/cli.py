@@ -116,6 +116,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return exit_code(results)  # 0 ok; 2 only bad-input failures (unreadable file, existing output); 1 otherwise
 
 
+def cmd_measure(args: argparse.Namespace) -> int:
+    from .measure_report import run_measure
+
+    summary = run_measure(args.seg, Path(args.output), image_path=args.image, convention=args.convention)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import run_evaluate
 
@@ -211,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--format", choices=("nifti", "seg.nrrd"), default="nifti", help="output file format")
     sg.add_argument("--no-progress", action="store_true", help="no progress bar")
     sg.set_defaults(func=cmd_segment)
+
+    me = sub.add_parser("measure", help="vertebral body heights, distances, disc heights, Genant and Meyerding grades")
+    me.add_argument("seg", help="instance segmentation (vertebrae, discs) in the given convention")
+    me.add_argument("--image", help="image for the PNG overlay (optional)")
+    me.add_argument("--convention", default="spineps", help="spineps, verse, spider, totalsegmentator, totalsegmentator_mr")
+    me.add_argument("-o", "--output", required=True, help="folder for measurements.csv/.json/.png")
+    me.set_defaults(func=cmd_measure)
 
     ev = sub.add_parser("evaluate", help="score predictions against reference labels (CSV, JSON, box plots, HTML)")
     ev.add_argument("--pred", required=True, help="prediction folder (e.g. segment output: <case>_semantic, _instances)")

@@ -175,6 +175,7 @@ class _Element:
     canal_w: float = 20.0
     spinous: float = 28.0
     slope: float = 0.2
+    fracture: float = 0.0  # anterior height loss of a simulated wedge fracture (fraction)
 
 
 def _size_factor(v: int) -> float:
@@ -231,6 +232,7 @@ def _plan(cfg: PhantomConfig, rng: np.random.Generator) -> tuple[list[_Element],
         loss = u(*cfg.wedge_fracture_loss)
         e.alpha += math.atan(-loss * e.height / e.depth)  # anterior height (1 - loss) x posterior
         e.height *= 1 - loss / 2
+        e.fracture = loss
         log.debug("wedge fracture of %s: anterior height loss %.0f %%", VERTEBRA_NAMES[e.vertebra], 100 * loss)
     for e in els:
         if e.kind == "disc" and e.target and rng.random() < cfg.disc_degeneration_prob:
@@ -446,6 +448,27 @@ def _posterior_elements(e: _Element, hm, a, l, ped_w: float, l_p: float, a1: flo
     return pedicle | lamina | facets | spinous | transverse
 
 
+def _layout(cfg: PhantomConfig, rng: np.random.Generator, grid: list[np.ndarray]) -> tuple:
+    """Plan and place the column, then shift it antero-posteriorly into the torso (grid mm)."""
+    spacing = np.asarray(cfg.spacing)
+    els, theta0, phi0 = _plan(cfg, rng)
+    bounds, mids = _place(cfg, els, theta0, phi0, rng)
+    pr = _profiles(els, bounds, mids, grid[0])
+    u = rng.uniform
+    fat, torso_ap, torso_lr = u(*cfg.subcutaneous_fat_mm), u(100.0, 130.0), u(140.0, 175.0)
+    post = max(e.depth / 2 + _GAP + e.canal_ap + _LAMINA + e.spinous for e in els if e.kind == "body")
+    skin = post + u(5.0, 15.0) + fat  # posterior skin, mm behind the body axis
+    half1 = cfg.shape[1] * spacing[1] / 2
+    lo = -half1 + 4.0 + float(pr["ra"].max()) - float(pr["yb"].min())
+    hi = half1 - float((pr["yb"] + pr["ra"] + _GAP + pr["cap"] + 8.0).max())
+    dy = half1 - 4.0 - float((pr["yb"] + skin).max())
+    dy = min(max(dy, lo), hi) if lo <= hi else (lo + hi) / 2
+    pr["yb"], pr["yk"] = pr["yb"] + dy, pr["yk"] + dy
+    shift = np.array([0.0, dy, 0.0])
+    bounds, mids = [(p + shift, r) for p, r in bounds], [(p + shift, r) for p, r in mids]
+    return els, bounds, mids, pr, (fat, torso_ap, torso_lr, skin)
+
+
 def generate_phantom(config: PhantomConfig = PhantomConfig(), seed: int = 0) -> tuple[Volume, LabelTable]:
     """Generate a seeded spine phantom label map and the table describing its labels.
 
@@ -465,21 +488,8 @@ def generate_phantom(config: PhantomConfig = PhantomConfig(), seed: int = 0) -> 
     rng = np.random.default_rng(seed)
     spacing = np.asarray(cfg.spacing)
     grid = [(np.arange(n) - (n - 1) / 2.0) * s for n, s in zip(cfg.shape, spacing)]
-    els, theta0, phi0 = _plan(cfg, rng)
-    bounds, mids = _place(cfg, els, theta0, phi0, rng)
-    pr = _profiles(els, bounds, mids, grid[0])
+    els, bounds, mids, pr, (fat, torso_ap, torso_lr, skin) = _layout(cfg, rng, grid)
     u = rng.uniform
-    fat, torso_ap, torso_lr = u(*cfg.subcutaneous_fat_mm), u(100.0, 130.0), u(140.0, 175.0)
-    post = max(e.depth / 2 + _GAP + e.canal_ap + _LAMINA + e.spinous for e in els if e.kind == "body")
-    skin = post + u(5.0, 15.0) + fat  # posterior skin, mm behind the body axis
-    half1 = cfg.shape[1] * spacing[1] / 2
-    lo = -half1 + 4.0 + float(pr["ra"].max()) - float(pr["yb"].min())
-    hi = half1 - float((pr["yb"] + pr["ra"] + _GAP + pr["cap"] + 8.0).max())
-    dy = half1 - 4.0 - float((pr["yb"] + skin).max())
-    dy = min(max(dy, lo), hi) if lo <= hi else (lo + hi) / 2
-    pr["yb"], pr["yk"] = pr["yb"] + dy, pr["yk"] + dy
-    shift = np.array([0.0, dy, 0.0])
-    bounds, mids = [(p + shift, r) for p, r in bounds], [(p + shift, r) for p, r in mids]
 
     z, y, x = grid[0][:, None, None], grid[1][None, :, None], grid[2][None, None, :]
     yb, xb, yk, xk, ra, rl, cap, cw = (pr[k] for k in ("yb", "xb", "yk", "xk", "ra", "rl", "cap", "cw"))
@@ -544,3 +554,99 @@ def _table(els: list[_Element], lab: np.ndarray) -> LabelTable:
 def phantom_targets(vol: Volume, table: LabelTable) -> Volume:
     """The output (target) label map of a phantom: vertebra ids, disc ids 100 + upper vertebra, 0."""
     return vol.with_array(table.target_map(vol.array))
+
+
+# ----------------------------------------------------------------------------- ground truth
+
+
+@dataclass(frozen=True)
+class PhantomLevel:
+    """Ground-truth geometry of one vertebral body or disc of a phantom (world LPS, mm).
+
+    The element fills the space between two boundary surfaces. Each surface is a plane through
+    ``point`` with unit normal ``axis`` (pointing inferior), displaced along ``axis`` by an
+    endplate concavity ``dome * (1 - min(r2, 1))``, where ``r2 = (a / ra)^2 + (l / rl)^2`` in the
+    surface's own antero-posterior / lateral coordinates (``ap_axis``, ``lr_axis``).
+
+    Attributes:
+        kind: 'body' or 'disc'.
+        label: output id (vertebra id, or disc id 100 + vertebra above; 0: generation only).
+        vertebra: vertebra id of the body, or of the vertebra above the disc.
+        height_mm: centre height along the column axis before the endplate concavities, mm.
+        depth_mm: antero-posterior diameter, mm; width_mm: lateral diameter, mm.
+        wedge_deg: sagittal wedge angle (positive: anterior taller), degrees.
+        fracture_loss: anterior height loss of a simulated wedge fracture (fraction), else 0.
+        centre: world (LPS) position of the element's mid point, mm.
+        axes: 3x3, columns: the element's mid-frame inferior, posterior and lateral unit vectors (LPS).
+        surfaces: ``(top, bottom)``, each a dict with point, axis, ap_axis, lr_axis (LPS), dome,
+            ra, rl (mm).
+    """
+
+    kind: str
+    label: int
+    vertebra: int
+    height_mm: float
+    depth_mm: float
+    width_mm: float
+    wedge_deg: float
+    fracture_loss: float
+    centre: np.ndarray
+    axes: np.ndarray
+    surfaces: tuple[dict, dict]
+
+    def surface_value(self, points: np.ndarray, which: int) -> np.ndarray:
+        """Signed distance-like value of ``points`` (..., 3, LPS mm) to surface 0 (top) or 1 (bottom).
+
+        Positive below the surface (towards inferior), zero on it.
+        """
+        s = self.surfaces[which]
+        d = np.asarray(points, float) - s["point"]
+        h, a, lat = d @ s["axis"], d @ s["ap_axis"], d @ s["lr_axis"]
+        r2 = np.minimum((a / s["ra"]) ** 2 + (lat / s["rl"]) ** 2, 1.0)
+        return h - s["dome"] * (1.0 - r2)
+
+    def thickness_along(self, point: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the line through ``point`` along ``direction`` meets the top and bottom surfaces.
+
+        Returns:
+            ``(top, bottom)`` world (LPS) points, mm; the element's true height along that line
+            is their distance (ignores the lateral and antero-posterior walls).
+        """
+        point, direction = np.asarray(point, float), np.asarray(direction, float)
+        direction = direction / np.linalg.norm(direction)
+        out = []
+        for which in (0, 1):
+            lo, hi = -2.0 * self.height_mm - 20.0, 2.0 * self.height_mm + 20.0
+            sign_lo = self.surface_value(point + lo * direction, which) > 0
+            for _ in range(60):  # bisection: the value is monotonic along a near-axial line
+                mid = (lo + hi) / 2
+                if (self.surface_value(point + mid * direction, which) > 0) == sign_lo:
+                    lo = mid
+                else:
+                    hi = mid
+            out.append(point + (lo + hi) / 2 * direction)
+        return out[0], out[1]
+
+
+def phantom_levels(config: PhantomConfig = PhantomConfig(), seed: int = 0) -> list[PhantomLevel]:
+    """The ground-truth geometry of every body and disc of ``generate_phantom(config, seed)``.
+
+    Replays the same random draws as `generate_phantom` (same seed, same column) without drawing
+    the label map, for validating measurements (heights, wedges, fractures) against the generator.
+    """
+    cfg = config
+    rng = np.random.default_rng(seed)
+    grid = [(np.arange(n) - (n - 1) / 2.0) * s for n, s in zip(cfg.shape, np.asarray(cfg.spacing))]
+    els, bounds, mids, _, _ = _layout(cfg, rng, grid)
+    surfaces = []
+    for j, (p, r) in enumerate(bounds):  # as in _draw_column
+        body = els[j] if j < len(els) and els[j].kind == "body" else els[j - 1]
+        dome = 0.0 if j in (0, len(els)) else (0.045 if els[j].kind == "body" else -0.045) * body.depth
+        surfaces.append({"point": DIRECTION @ p, "axis": DIRECTION @ r[:, 0], "ap_axis": DIRECTION @ r[:, 1],
+                         "lr_axis": DIRECTION @ r[:, 2], "dome": dome, "ra": body.depth / 2, "rl": body.width / 2})
+    levels = []
+    for k, e in enumerate(els):
+        pm, rm = mids[k]
+        levels.append(PhantomLevel(e.kind, e.target, e.vertebra, e.height, e.depth, e.width, math.degrees(e.alpha),
+                                   e.fracture, DIRECTION @ pm, DIRECTION @ rm, (surfaces[k], surfaces[k + 1])))
+    return levels
