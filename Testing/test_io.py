@@ -11,6 +11,7 @@ import pytest
 import SimpleITK as sitk
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
 
 from SpineSynthSegLib import io as sio
 from SpineSynthSegLib.errors import InputError
@@ -70,11 +71,8 @@ def direction_from_codes(codes: str) -> np.ndarray:
 
 
 def rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
+    """Rz @ Ry @ Rx (extrinsic x-y-z rotation, radians)."""
+    return Rotation.from_euler("xyz", [ax, ay, az]).as_matrix()
 
 
 OBLIQUE = rotation(0.31, -0.22, 0.47)  # not aligned with any axis (all angles well below 45 deg)

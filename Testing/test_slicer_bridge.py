@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from SpineSynthSegLib import slicer_bridge as bridge
 from SpineSynthSegLib.io import Volume, read_volume
@@ -32,11 +33,8 @@ needs_mrml = pytest.mark.skipif(
 
 
 def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
-    cx, cy, cz, sx, sy, sz = np.cos(ax), np.cos(ay), np.cos(az), np.sin(ax), np.sin(ay), np.sin(az)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
+    """Rz @ Ry @ Rx (extrinsic x-y-z rotation, radians)."""
+    return Rotation.from_euler("xyz", [ax, ay, az]).as_matrix()
 
 
 @pytest.fixture
