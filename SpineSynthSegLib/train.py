@@ -23,8 +23,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from .inference import InferenceConfig, predict_probabilities, resolve_amp
 from .losses import marginal_dice_ce
-from .model import ModelConfig, ModelMeta, build_network, load_checkpoint, load_torch_verified, save_checkpoint, save_torch_atomic
+from .model import (
+    ModelConfig,
+    ModelMeta,
+    build_network,
+    load_checkpoint,
+    load_torch_verified,
+    save_checkpoint,
+    save_torch_atomic,
+)
 from .synthesis.pipeline import SynthesisConfig, SynthesisPipeline
 from .synthesis.sampling import make_generator
 from .train_data import load_training_maps, load_validation_cases, sampling_weights, synth_batch
@@ -90,17 +99,10 @@ def _resolve(base: Path, p: str) -> Path:
     return Path(p) if Path(p).is_absolute() else (base / p).resolve()
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def autocast_for(device: torch.device, amp: str):
-    use = amp == "bf16" or (amp == "auto" and (device.type == "cuda" or cpu_has_bf16()))
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use)
+    """bf16 autocast where the hardware has it (the inference rule); fp16 is never used to train."""
+    dtype = resolve_amp("fp32" if amp == "off" else amp, device)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype is torch.bfloat16)
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -121,14 +123,12 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 @torch.no_grad()
 def validate(net, cases, cfg: TrainConfig, device) -> dict[str, Any]:
     """Dice of the labelled class per case (inside the labelled span), and group means."""
-    from monai.inferers import sliding_window_inference
-
     net.eval()
+    meta = ModelMeta(spacing=tuple(cfg.spacing), patch_size=tuple(cfg.patch_size))
+    config = InferenceConfig(device=str(device), amp="fp32" if cfg.amp == "off" else cfg.amp)
     per_case = {}
-    for case in cases:
-        with autocast_for(device, cfg.amp):
-            logits = sliding_window_inference(case.image.to(device), cfg.patch_size, 2, net, overlap=0.5, mode="gaussian")
-        pred = logits.float().argmax(1)[0].cpu().numpy()
+    for case in cases:  # the same sliding-window code as `segment`
+        pred = predict_probabilities(net, case.image, meta, config).argmax(1)[0].cpu().numpy()
         inside = case.weight > 0
         per_case[case.name] = dice((pred == case.labelled_class) & inside, (case.semantic == case.labelled_class) & inside)
     net.train()
