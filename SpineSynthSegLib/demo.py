@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .io import read_image, read_labels, write_bytes_atomic, write_volume
+from .io import write_bytes_atomic, write_volume
 from .labels import sidecar_path
 from .phantom import PhantomConfig, generate_phantom
 from .preview import save_grid
@@ -31,8 +31,9 @@ def run_demo(out_dir: Path, seed: int = 0, n: int = 4) -> dict:
         t = time.perf_counter()
         res = synthesize_files(phantom_path, out_dir / mode, n=n, config=SynthesisConfig(mode=mode), seed=seed)
         results[mode] = (res, time.perf_counter() - t)
-    images = [read_image(p) for mode in ("random", "physics") for p in results[mode][0].images]
-    labels = [read_labels(p) for mode in ("random", "physics") for p in results[mode][0].labels]
+    pairs = [pair for mode in ("random", "physics") for pair in results[mode][0].volumes]
+    images = [image for image, _ in pairs]
+    labels = [label for _, label in pairs]
     preview = save_grid(images, out_dir / "preview.png", labels=None, columns=n)
     overlay = save_grid(images[:1] + images[n : n + 1], out_dir / "preview_labels.png", labels=labels[:1] + labels[n : n + 1], columns=2)
     segmentation = _segmentation_demo(vol, table, out_dir)

@@ -29,6 +29,7 @@ class SynthResult:
     images: list[Path]
     labels: list[Path]
     preview: Path | None
+    volumes: list[tuple[Volume, Volume]]  # the (image, labels) pairs as written
 
 
 def load_labelmap(path: str | Path, table_path: str | Path | None = None) -> tuple[Volume, LabelTable]:
@@ -115,4 +116,4 @@ def synthesize_files(
     grid = None
     if preview:
         grid = save_grid([s[0] for s in shown[:16]], preview, columns=4)
-    return SynthResult(images, labels, grid)
+    return SynthResult(images, labels, grid, shown)
