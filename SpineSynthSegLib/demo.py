@@ -36,7 +36,9 @@ def run_demo(out_dir: Path, seed: int = 0, n: int = 4) -> dict:
     labels = [label for _, label in pairs]
     preview = save_grid(images, out_dir / "preview.png", labels=None, columns=n)
     overlay = save_grid(images[:1] + images[n : n + 1], out_dir / "preview_labels.png", labels=labels[:1] + labels[n : n + 1], columns=2)
-    segmentation = _segmentation_demo(vol, table, out_dir)
+    # Segmented: a phantom that ends at S1. With the lower sacral segment drawn, the shipped model
+    # segments S2 as a body and the levels shift by one (MODEL_CARD.md, "Levels").
+    segmentation = _segmentation_demo(*generate_phantom(PhantomConfig(sacrum_below_s1=False), seed=seed), out_dir)
     return {
         "segmentation": segmentation,
         "phantom": str(phantom_path),

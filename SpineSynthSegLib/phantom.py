@@ -212,6 +212,8 @@ def _plan(cfg: PhantomConfig, rng: np.random.Generator) -> tuple[list[_Element],
         if e.kind == "disc":
             for name in ("depth", "width", "canal_ap", "canal_w"):
                 setattr(e, name, (getattr(els[k - 1], name) + getattr(els[k + 1], name)) / 2)
+            if e.vertebra == 26:  # the S1-S2 remnant disc is much smaller than a lumbar disc
+                e.depth, e.width = 0.55 * e.depth, 0.55 * e.width
     # Sagittal wedges: lordosis over L1..(last lumbar)-S1, mild kyphosis above, sacral kyphosis below.
     lumbar = [e for e in els if 20 <= e.vertebra <= 25]
     weights = np.array([{1: 3.0, 2: 2.0, 3: 1.5, 4: 1.2}.get(e.dist, 1.0) if e.kind == "disc"

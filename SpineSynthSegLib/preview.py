@@ -43,7 +43,7 @@ def overlay(gray: np.ndarray, labels: np.ndarray, alpha: float = 0.4) -> np.ndar
 def _fit(tile: np.ndarray, spacing_rc: tuple[float, float], height: int) -> np.ndarray:
     """Resize a tile to ``height`` rows with the physical aspect ratio kept."""
     rows, cols = tile.shape[:2]
-    width = max(1, int(round(height * (cols * spacing_rc[1]) / max(rows * spacing_rc[0], 1e-8))))
+    width = max(1, round(height * (cols * spacing_rc[1]) / max(rows * spacing_rc[0], 1e-8)))
     return np.asarray(Image.fromarray(tile).resize((width, height), Image.BILINEAR))
 
 

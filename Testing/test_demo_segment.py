@@ -41,3 +41,13 @@ def test_segment_phantom_demo_writes_outputs(tmp_path):
         assert (tmp_path / f"phantom_{kind}_instances.nii.gz").exists()
     png = Image.open(summary["overlay"])
     assert png.size[1] > png.size[0] / 3  # two rows of three panels
+
+
+def test_shipped_model_names_the_demo_phantom_levels(tmp_path):
+    """The shipped model plus `assign_levels` on the demo's phantom (ends at S1): every level found."""
+    vol, table = generate_phantom(PhantomConfig(sacrum_below_s1=False), seed=0)
+    summary = segment_phantom_demo(vol, table, tmp_path)
+    for kind in ("T1w", "T2w"):
+        assert summary[kind]["levels_anchor"] == "sacrum"
+        per_level = summary[kind]["per_level_dice"]
+        assert len(per_level) == 11 and min(per_level.values()) > 0.6, per_level

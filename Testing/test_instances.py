@@ -140,6 +140,35 @@ def test_lowest_disc_without_sacrum_anchors_l5():
     assert _agreement(out.array, np.where(expected == 26, 0, expected)) == 1.0
 
 
+def _keep_part_of_s1(sem: np.ndarray, expected: np.ndarray, keep: float) -> np.ndarray:
+    """S1 cut down to its upper ``keep`` fraction of voxels (networks often segment only that)."""
+    idx = np.argwhere(expected == 26)
+    order = idx[np.argsort(-idx[:, 2])]  # superior first
+    sem = sem.copy()
+    drop = order[int(keep * len(order)):]
+    sem[tuple(drop.T)] = 0
+    return sem
+
+
+def test_s1_fragment_with_a_remnant_disc_below_is_still_s1():
+    vol, expected, _centres = _spine(5)
+    sem = _keep_part_of_s1(vol.array, expected, 0.25)
+    s1 = np.argwhere(sem == 1)
+    s1 = s1[expected[tuple(s1.T)] == 26]
+    lowest = s1[s1[:, 2] == s1[:, 2].min()]
+    sem[tuple((lowest - [0, 0, 2]).T)] = 2  # a thin S1-S2 remnant disc right below the fragment
+    out, report = assign_levels(vol.with_array(sem))
+    assert report["anchor"] == "sacrum", report
+    got = _majority(out.array, np.where(sem > 0, expected, 0))
+    assert [got[v] for v in (20, 21, 22, 23, 24, 26)] == [20, 21, 22, 23, 24, 26]
+    # a full-size disc below the fragment is the L5-S1 disc: the fragment is then L5
+    big = sem.copy()
+    for dz in range(2, 8):
+        big[tuple((lowest - [0, 0, dz]).T)] = 2
+    _, report_big = assign_levels(vol.with_array(big), config=InstanceConfig(remnant_disc_ratio=0.9))
+    assert report_big["anchor"] != "sacrum"
+
+
 def test_bridge_between_bodies_is_split():
     vol, expected, _ = _spine(5)
     sem = vol.array.copy()

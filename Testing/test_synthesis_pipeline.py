@@ -8,7 +8,7 @@ from SpineSynthSegLib.synthesis.pipeline import LabelBatch, SynthesisConfig, Syn
 from SpineSynthSegLib.synthesis.sampling import Fixed, make_generator
 
 SHAPE = (40, 36, 20)
-OFF = dict(bias=False, gamma=False, resolution=False, noise=False, std=(0.0, 0.0))
+OFF = {"bias": False, "gamma": False, "resolution": False, "noise": False, "std": (0.0, 0.0)}
 
 
 @pytest.fixture(scope="module")

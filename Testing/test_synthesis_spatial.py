@@ -8,7 +8,7 @@ SPACING = (1.0, 2.0, 3.0)
 
 
 def _identity(**kw):
-    args = dict(scale=1.0, rotation=0.0, shear=0.0, translation=0.0, elastic_std=0.0, flip_prob=(0, 0, 0))
+    args = {"scale": 1.0, "rotation": 0.0, "shear": 0.0, "translation": 0.0, "elastic_std": 0.0, "flip_prob": (0, 0, 0)}
     args.update(kw)
     return RandomSpatial(**args)
 

@@ -29,7 +29,7 @@ class ResolutionParams:
 def blur_matrix(sigma: torch.Tensor, n: int) -> torch.Tensor:
     """[B] Gaussian sigmas (voxels; 0 = identity) -> [B, n, n] blur operators, edges replicated."""
     b = sigma.shape[0]
-    radius = max(1, int(math.ceil(3 * float(sigma.max())))) if b else 1
+    radius = max(1, math.ceil(3 * float(sigma.max()))) if b else 1
     t = torch.arange(-radius, radius + 1, device=sigma.device, dtype=torch.float32)
     s = sigma.float().clamp(min=1e-3)[:, None]
     kernel = torch.exp(-0.5 * (t[None, :] / s) ** 2)
