@@ -12,7 +12,8 @@ Three panels:
    table with every value and grade, suspicious levels flagged, a row click centres the views on
    the level, CSV export.
 
-All array work is in SpineSynthSegLib (its MRML adapter is ``SpineSynthSegLib.slicer_bridge``);
+All array work is in SpineSynthSegLib (its MRML adapters are ``SpineSynthSegLib.slicer_bridge`` and
+``slicer_measurements``, the preview is ``contrast_preview``);
 the library and its Python dependencies are imported only when a feature runs, after
 ``SpineSynthSegUtils.Dependencies`` installed what is missing (torch through the PyTorch
 extension).
@@ -363,6 +364,7 @@ class SpineSynthSegLogic(ScriptedLoadableModuleLogic):
 
     def _labels(self, node):
         """(Volume, LabelTable) of a label map or segmentation node, cached until the node changes."""
+        from SpineSynthSegLib import contrast_preview as preview
         from SpineSynthSegLib import slicer_bridge as bridge
         from SpineSynthSegLib.labels import LabelTable
 
@@ -373,15 +375,15 @@ class SpineSynthSegLogic(ScriptedLoadableModuleLogic):
             else:
                 vol = bridge.node_to_volume(node)
             text = node.GetAttribute(bridge.TABLE_ATTRIBUTE)
-            table = LabelTable.from_json(text, node.GetName()) if text else bridge.default_label_table(vol.array)
+            table = LabelTable.from_json(text, node.GetName()) if text else preview.default_label_table(vol.array)
             self._labelCache = {key: (vol, table)}
         return self._labelCache[key]
 
     @staticmethod
     def previewSettings(p):
-        from SpineSynthSegLib import slicer_bridge as bridge
+        from SpineSynthSegLib import contrast_preview as preview
 
-        return bridge.PreviewSettings(
+        return preview.PreviewSettings(
             mode=p.previewMode, sequence=p.sequence, field_strength=p.fieldStrength, tr=p.repetitionTime,
             te=p.echoTime, ti=p.inversionTime, flip_deg=p.flipAngle, seed=p.seed, full_chain=p.fullChain)
 
@@ -396,19 +398,20 @@ class SpineSynthSegLogic(ScriptedLoadableModuleLogic):
 
     def updatePreview(self, p):
         """Compute the synthetic image for the parameter node's settings into ``p.previewVolume``."""
+        from SpineSynthSegLib import contrast_preview as preview
         from SpineSynthSegLib import slicer_bridge as bridge
 
         settings = self.previewSettings(p)
         if p.previewSource == "maps":
             if not (p.t1Map and p.t2Map and p.pdMap):
                 raise ValueError("select the T1, T2 and PD map volumes")
-            image = bridge.qmri_preview(*(bridge.node_to_volume(n) for n in (p.t1Map, p.t2Map, p.pdMap)), settings)
+            image = preview.qmri_preview(*(bridge.node_to_volume(n) for n in (p.t1Map, p.t2Map, p.pdMap)), settings)
             labels = None
         else:
             if not p.previewLabels:
                 raise ValueError("select a label map or segmentation (or load the phantom)")
             vol, table = self._labels(p.previewLabels)
-            image = bridge.contrast_preview(vol, table, settings)
+            image = preview.contrast_preview(vol, table, settings)
             labels = p.previewLabels
         created = p.previewVolume is None
         node = bridge.volume_to_node(slicer.mrmlScene, image, "SpineSynthSeg preview", node=p.previewVolume)
@@ -510,6 +513,7 @@ class SpineSynthSegLogic(ScriptedLoadableModuleLogic):
     def measure(self, segmentationNode, convention="spineps", tableNode=None, folder=None):
         """Measure a segmentation: lines (one folder per level) and a table node; returns the table."""
         from SpineSynthSegLib import slicer_bridge as bridge
+        from SpineSynthSegLib import slicer_measurements as measurements
         from SpineSynthSegLib.measure import measure_volume
         from SpineSynthSegLib.measure_report import convert, to_json
 
@@ -521,17 +525,17 @@ class SpineSynthSegLogic(ScriptedLoadableModuleLogic):
         meta = {"segmentation": name, "convention": convention, "spacing_mm": list(vol.spacing)}
         doc = json.loads(json.dumps(to_json(measure_volume(vol, name), meta)))
         folder = folder or f"{name} measurements"
-        bridge.remove_folder(slicer.mrmlScene, folder)  # measuring again replaces the lines
-        self.linesByLevel = bridge.measurement_lines(slicer.mrmlScene, doc, folder)
+        measurements.remove_folder(slicer.mrmlScene, folder)  # measuring again replaces the lines
+        self.linesByLevel = measurements.measurement_lines(slicer.mrmlScene, doc, folder)
         self.measurementDocument = doc
-        return bridge.measurements_table(slicer.mrmlScene, doc, f"{name} measurements", node=tableNode)
+        return measurements.measurements_table(slicer.mrmlScene, doc, f"{name} measurements", node=tableNode)
 
     def measurementSummary(self) -> str:
-        from SpineSynthSegLib import slicer_bridge as bridge
+        from SpineSynthSegLib import slicer_measurements as measurements
 
         doc = self.measurementDocument or {"levels": []}
         measured = sum(item["status"] != "not measurable" for item in doc["levels"])
-        flagged = bridge.suspicious_levels(doc)
+        flagged = measurements.suspicious_levels(doc)
         text = f"{measured} of {len(doc['levels'])} levels measured."
         return text + (" Suspicious: " + "; ".join(f"{k} {v}" for k, v in flagged.items()) if flagged else "")
 
@@ -597,6 +601,7 @@ class SpineSynthSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Preview OK")
 
     def test_segmentation(self):
+        from SpineSynthSegLib import contrast_preview as preview
         from SpineSynthSegLib import slicer_bridge as bridge
         from SpineSynthSegLib.inference import DEFAULT_MODEL
         from SpineSynthSegLib.model import ModelConfig, ModelMeta, build_network, save_checkpoint
@@ -604,7 +609,7 @@ class SpineSynthSegTest(ScriptedLoadableModuleTest):
 
         self.delayDisplay("Segmentation of a small synthetic volume in a background process")
         labels, table = generate_phantom(self._smallPhantom(), seed=1)
-        image = bridge.contrast_preview(labels, table, bridge.PreviewSettings(tr=4000, te=90))
+        image = preview.contrast_preview(labels, table, preview.PreviewSettings(tr=4000, te=90))
         inputNode = bridge.volume_to_node(slicer.mrmlScene, image, "phantom T2w")
         model = None
         if not DEFAULT_MODEL.is_file():  # no shipped model yet: a tiny untrained network exercises the path

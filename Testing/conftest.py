@@ -15,3 +15,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"reference data not available at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def mrml():
+    """A new MRML scene with Slicer's logics (`slicer_bridge.standalone_scene`), built from the REAL
+    MRML classes of the PyPI package ``slicer-core``; skips where they are not installed."""
+    try:
+        import slicer
+    except ImportError:
+        slicer = None
+    if not (hasattr(slicer, "vtkMRMLScene") and hasattr(slicer, "vtkSlicerSegmentationsModuleLogic")):
+        pytest.skip("slicer-core (Kitware's MRML classes without Qt) is not installed: pip install slicer-core slicerio")
+    from SpineSynthSegLib.slicer_bridge import standalone_scene
+
+    return standalone_scene()

@@ -122,8 +122,8 @@ def add_terminology(path: Path) -> bool:
 
 def measure_case(result, out_dir: Path, terminology: bool = True) -> dict:
     """Measure one segmented case; returns its summary row (status 'failed' with the reason)."""
-    from SpineSynthSegLib import slicer_bridge as bridge
     from SpineSynthSegLib.measure_report import run_measure
+    from SpineSynthSegLib.slicer_measurements import load_measurements, suspicious_levels
 
     row = {"case": result.case, "input": str(result.input), "status": result.status, "error": result.error or "",
            "seconds": round(result.seconds, 2), "bad_input": result.bad_input}
@@ -138,8 +138,8 @@ def measure_case(result, out_dir: Path, terminology: bool = True) -> dict:
     t0 = time.perf_counter()
     try:
         summary = run_measure(instances, out_dir / f"{result.case}_measurements", image_path=result.input)
-        doc = bridge.load_measurements(summary["json"])
-        flagged = bridge.suspicious_levels(doc)
+        doc = load_measurements(summary["json"])
+        flagged = suspicious_levels(doc)
         row.update(levels=summary["levels"], measured=summary["measured"],
                    suspicious="; ".join(f"{k}: {v}" for k, v in flagged.items()),
                    measurements_json=summary["json"], measurements_csv=summary["csv"])
