@@ -1,25 +1,21 @@
 """SpineSynthSeg: 3D Slicer module, a thin GUI over SpineSynthSegLib.
 
-Three panels:
+Three panels, each with its helpers in ``SpineSynthSegUtils``:
 
-1. Synthetic contrast preview: a label map / segmentation (or T1/T2/PD maps) -> a synthetic image
-   from the library's synthesis pipeline or signal equations, updated live from the TR/TE/TI/flip
-   sliders, shown in the slice views with the label outline.
-2. Segmentation: ``spinesynthseg segment`` in a background process (Slicer stays responsive),
-   with progress, log and Cancel; the result becomes a segmentation node with one named,
-   coloured segment per level and standard terminology.
-3. Measurements: markups lines per measurement ('L3 anterior height', one folder per level), a
-   table with every value and grade, suspicious levels flagged, a row click centres the views on
-   the level, CSV export.
+1. Synthetic contrast preview (``Preview``): a label map / segmentation (or T1/T2/PD maps) -> a
+   synthetic image, updated live from the TR/TE/TI/flip sliders, shown with the label outline.
+2. Segmentation (``SegmentationProcess``, ``SegmentationRun``): ``spinesynthseg segment`` in a
+   background process with progress, log and Cancel; the result is a segmentation node with one
+   named, coloured segment per level and standard terminology.
+3. Measurements (``Measurements``): markups lines ('L3 anterior height', one folder per level), a
+   table with every value and grade, suspicious levels flagged, CSV export; a row click centres
+   the views on the level.
 
-All array work is in SpineSynthSegLib (its MRML adapters are ``SpineSynthSegLib.slicer_bridge`` and
-``slicer_measurements``, the preview is ``contrast_preview``);
-the library and its Python dependencies are imported only when a feature runs, after
+All array work is in SpineSynthSegLib, imported only when a feature runs, after
 ``SpineSynthSegUtils.Dependencies`` installed what is missing (torch through the PyTorch
-extension).
+extension). The self-test's scenarios are in ``SpineSynthSegUtils.SelfTestCases``.
 """
 
-import json
 import logging
 import shutil
 import tempfile
@@ -43,20 +39,14 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
+from SpineSynthSegUtils import Measurements, Preview, SegmentationRun, SelfTestCases
 from SpineSynthSegUtils.Dependencies import DependencyInstaller
-from SpineSynthSegUtils.SegmentationProcess import SegmentationProcess, segmentCommand
+from SpineSynthSegUtils.SegmentationProcess import SegmentationProcess
 
 # Mirrors of library constants (the library is imported lazily); Testing/test_slicer_module_static.py
 # checks that they match SpineSynthSegLib.synthesis.tissues.SEQUENCES and measure_report.CONVENTIONS.
 SEQUENCES = ("spin_echo", "inversion_recovery", "spoiled_gre", "water_fat")
 CONVENTIONS = ("spineps", "verse", "spider", "totalsegmentator", "totalsegmentator_mr")
-_PREVIEW_KEYS = ("previewSource", "previewLabels", "t1Map", "t2Map", "pdMap", "previewMode", "sequence",
-                 "fieldStrength", "repetitionTime", "echoTime", "inversionTime", "flipAngle", "seed", "fullChain")
-
-
-def _identity(value):
-    """A cheap comparable value: node ID for nodes (str() of a VTK object prints all of it)."""
-    return value.GetID() if hasattr(value, "GetID") else value
 
 
 class SpineSynthSeg(ScriptedLoadableModule):
@@ -207,7 +197,7 @@ class SpineSynthSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table = p.measurementsTable
         if table is not None and self.ui.measurementsTableView.mrmlTableNode() is not table:
             self.ui.measurementsTableView.setMRMLTableNode(table)
-        key = tuple(_identity(getattr(p, k)) for k in _PREVIEW_KEYS)
+        key = Preview.inputsKey(p)
         if key != self._previewKey:
             self._previewKey = key
             if p.livePreview and ready and self.logic.dependenciesReady():
@@ -305,12 +295,7 @@ class SpineSynthSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.logic.exportTable(table, path)
 
     def onTableClicked(self, index):
-        view = self.ui.measurementsTableView
-        try:  # the view shows a sort proxy of the table model
-            row = view.tableModel().mrmlTableRowIndex(view.sortFilterProxyModel().mapToSource(index))
-        except (AttributeError, TypeError, ValueError):
-            row = index.row()
-        self.logic.jumpToRow(int(row))
+        self.logic.jumpToRow(Measurements.tableRow(self.ui.measurementsTableView, index))
 
 
 class SpineSynthSegLogic(ScriptedLoadableModuleLogic):
@@ -354,86 +339,22 @@ class SpineSynthSegLogic(ScriptedLoadableModuleLogic):
 
     def loadPhantomSample(self, seed: int = 0, config=None, name: str = "SpineSynthSeg phantom"):
         """A label map node with the procedural phantom; its label table is stored on the node."""
-        from SpineSynthSegLib import slicer_bridge as bridge
-        from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom
-
-        vol, table = generate_phantom(config or PhantomConfig(), seed=int(seed))
-        node = bridge.volume_to_node(slicer.mrmlScene, vol, name, labelmap=True)
-        node.SetAttribute(bridge.TABLE_ATTRIBUTE, table.to_json())
-        return node
+        return Preview.phantomNode(slicer.mrmlScene, seed, config, name)
 
     def _labels(self, node):
         """(Volume, LabelTable) of a label map or segmentation node, cached until the node changes."""
-        from SpineSynthSegLib import contrast_preview as preview
-        from SpineSynthSegLib import slicer_bridge as bridge
-        from SpineSynthSegLib.labels import LabelTable
-
         key = (node.GetID(), node.GetMTime())
         if key not in self._labelCache:
-            if node.IsA("vtkMRMLSegmentationNode"):
-                vol = bridge.segmentation_to_volume(node)
-            else:
-                vol = bridge.node_to_volume(node)
-            text = node.GetAttribute(bridge.TABLE_ATTRIBUTE)
-            table = LabelTable.from_json(text, node.GetName()) if text else preview.default_label_table(vol.array)
-            self._labelCache = {key: (vol, table)}
+            self._labelCache = {key: Preview.labelsFromNode(node)}
         return self._labelCache[key]
 
-    @staticmethod
-    def previewSettings(p):
-        from SpineSynthSegLib import contrast_preview as preview
-
-        return preview.PreviewSettings(
-            mode=p.previewMode, sequence=p.sequence, field_strength=p.fieldStrength, tr=p.repetitionTime,
-            te=p.echoTime, ti=p.inversionTime, flip_deg=p.flipAngle, seed=p.seed, full_chain=p.fullChain)
-
-    @staticmethod
-    def previewDescription(p) -> str:
-        if p.previewMode == "random" and p.previewSource == "labels":
-            return f"domain randomization, seed {p.seed}" + (", full chain" if p.fullChain else "")
-        return (f"{p.sequence} {p.fieldStrength:.1f} T, TR {p.repetitionTime:.0f} ms, TE {p.echoTime:.1f} ms"
-                + (f", TI {p.inversionTime:.0f} ms" if p.sequence == "inversion_recovery" else "")
-                + (f", flip {p.flipAngle:.0f} deg" if p.sequence in ("spoiled_gre", "water_fat") else "")
-                + (", full chain" if p.fullChain and p.previewSource == "labels" else ""))
+    previewSettings = staticmethod(Preview.previewSettings)
+    previewDescription = staticmethod(Preview.previewDescription)
+    showPreview = staticmethod(Preview.showPreview)
 
     def updatePreview(self, p):
         """Compute the synthetic image for the parameter node's settings into ``p.previewVolume``."""
-        from SpineSynthSegLib import contrast_preview as preview
-        from SpineSynthSegLib import slicer_bridge as bridge
-
-        settings = self.previewSettings(p)
-        if p.previewSource == "maps":
-            if not (p.t1Map and p.t2Map and p.pdMap):
-                raise ValueError("select the T1, T2 and PD map volumes")
-            image = preview.qmri_preview(*(bridge.node_to_volume(n) for n in (p.t1Map, p.t2Map, p.pdMap)), settings)
-            labels = None
-        else:
-            if not p.previewLabels:
-                raise ValueError("select a label map or segmentation (or load the phantom)")
-            vol, table = self._labels(p.previewLabels)
-            image = preview.contrast_preview(vol, table, settings)
-            labels = p.previewLabels
-        created = p.previewVolume is None
-        node = bridge.volume_to_node(slicer.mrmlScene, image, "SpineSynthSeg preview", node=p.previewVolume)
-        if created:
-            p.previewVolume = node
-        self.showPreview(node, labels, fit=created)
-        return node
-
-    @staticmethod
-    def showPreview(imageNode, labelsNode=None, fit=False):
-        """Image as background, the labels as an outline on top."""
-        if labelsNode is not None and labelsNode.IsA("vtkMRMLLabelMapVolumeNode"):
-            slicer.util.setSliceViewerLayers(background=imageNode, foreground=None, label=labelsNode, fit=fit)
-            for sliceNode in slicer.util.getNodesByClass("vtkMRMLSliceNode"):
-                sliceNode.SetUseLabelOutline(True)
-        else:
-            slicer.util.setSliceViewerLayers(background=imageNode, foreground=None, label=None, fit=fit)
-            if labelsNode is not None and labelsNode.GetDisplayNode():
-                display = labelsNode.GetDisplayNode()
-                display.SetVisibility(True)
-                display.SetVisibility2DFill(False)
-                display.SetVisibility2DOutline(True)
+        return Preview.updatePreviewNode(slicer.mrmlScene, p, self._labels)
 
     # ------------------------------------------------------------------ 2. segmentation
 
@@ -442,26 +363,14 @@ class SpineSynthSegLogic(ScriptedLoadableModuleLogic):
 
     def startSegmentation(self, inputNode, modelPath=None, device="auto", tta=False, onOutput=None, onFinished=None):
         """Write the input to a temporary folder and start ``spinesynthseg segment`` on it."""
-        import SpineSynthSegLib
-        from SpineSynthSegLib import slicer_bridge as bridge
-        from SpineSynthSegLib.inference import default_model_path
-        from SpineSynthSegLib.io import write_volume
-
         if self.isSegmenting():
             raise RuntimeError("a segmentation is already running")
-        if inputNode is None:
-            raise ValueError("select an input volume")
-        if modelPath:
-            if not Path(modelPath).is_file():
-                raise ValueError(f"checkpoint not found: {modelPath}")
-        else:
-            default_model_path()  # the library's clear error when no model is shipped yet
+        SegmentationRun.checkInputs(inputNode, modelPath)
         self.discardSegmentationFiles()
         self._workDir = Path(tempfile.mkdtemp(prefix="SpineSynthSeg-"))
-        inputPath = write_volume(bridge.node_to_volume(inputNode), self._workDir / "input.nrrd")
-        args = segmentCommand(str(inputPath), str(self._workDir / "output"), modelPath, device, tta)
+        args = SegmentationRun.prepare(inputNode, self._workDir, modelPath, device, tta)
         self.process = self.processFactory(onOutput=onOutput, onFinished=onFinished)
-        self.process.start(args, libraryDir=str(Path(SpineSynthSegLib.__file__).resolve().parents[1]))
+        self.process.start(args, libraryDir=SegmentationRun.libraryDir())
         return self.process
 
     def cancelSegmentation(self):
@@ -472,36 +381,13 @@ class SpineSynthSegLogic(ScriptedLoadableModuleLogic):
         return "".join(self.process.output) if self.process is not None else ""
 
     def segmentationError(self) -> str:
-        lines = [line for line in self.segmentationLog().splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith(("error:", "ERROR"))]
-        return (errors or lines or ["no output"])[-1]
+        return SegmentationRun.errorLine(self.segmentationLog())
 
     def loadSegmentationResult(self, inputNode, outputNode=None):
         """The finished run's instance (or semantic) label map as a segmentation node on the input's grid."""
-        from SpineSynthSegLib import slicer_bridge as bridge
-        from SpineSynthSegLib.io import read_labels
+        return SegmentationRun.loadResult(slicer.mrmlScene, self._workDir / "output", inputNode, outputNode)
 
-        out = self._workDir / "output"
-        instances, semantic = out / "input_instances.nii.gz", out / "input_semantic.nii.gz"
-        path = instances if instances.exists() else semantic
-        if not path.exists():
-            raise RuntimeError(f"the segmentation process wrote no result in {out}")
-        name = f"{inputNode.GetName()} segmentation"
-        node = bridge.labels_to_segmentation(slicer.mrmlScene, read_labels(path), semantic=path == semantic,
-                                             name=name, reference=inputNode, node=outputNode)
-        levels = out / "input_levels.json"
-        if levels.exists():
-            node.SetAttribute("SpineSynthSeg.Levels", levels.read_text())
-        return node
-
-    @staticmethod
-    def segmentationSummary(node) -> str:
-        seg = node.GetSegmentation()
-        names = [seg.GetNthSegment(i).GetName() for i in range(seg.GetNumberOfSegments())]
-        text = f"{len(names)} segments: {', '.join(names)}" if names else "No structure found."
-        report = json.loads(node.GetAttribute("SpineSynthSeg.Levels") or "{}")
-        warnings = report.get("warnings") if isinstance(report, dict) else None
-        return text + (f" Warnings: {'; '.join(map(str, warnings))}" if warnings else "")
+    segmentationSummary = staticmethod(SegmentationRun.summary)
 
     def discardSegmentationFiles(self):
         if self._workDir is not None and not self.isSegmenting():
@@ -512,52 +398,26 @@ class SpineSynthSegLogic(ScriptedLoadableModuleLogic):
 
     def measure(self, segmentationNode, convention="spineps", tableNode=None, folder=None):
         """Measure a segmentation: lines (one folder per level) and a table node; returns the table."""
-        from SpineSynthSegLib import slicer_bridge as bridge
-        from SpineSynthSegLib import slicer_measurements as measurements
-        from SpineSynthSegLib.measure import measure_volume
-        from SpineSynthSegLib.measure_report import convert, to_json
-
-        if segmentationNode is None:
-            raise ValueError("select a segmentation")
-        name = segmentationNode.GetName()
-        vol = bridge.segmentation_to_volume(segmentationNode, values="auto" if convention == "spineps" else "label_value")
-        vol = vol.with_array(convert(vol.array, convention, name))
-        meta = {"segmentation": name, "convention": convention, "spacing_mm": list(vol.spacing)}
-        doc = json.loads(json.dumps(to_json(measure_volume(vol, name), meta)))
-        folder = folder or f"{name} measurements"
-        measurements.remove_folder(slicer.mrmlScene, folder)  # measuring again replaces the lines
-        self.linesByLevel = measurements.measurement_lines(slicer.mrmlScene, doc, folder)
+        doc, self.linesByLevel, table = Measurements.measureSegmentation(
+            slicer.mrmlScene, segmentationNode, convention, tableNode, folder)
         self.measurementDocument = doc
-        return measurements.measurements_table(slicer.mrmlScene, doc, f"{name} measurements", node=tableNode)
+        return table
 
     def measurementSummary(self) -> str:
-        from SpineSynthSegLib import slicer_measurements as measurements
-
-        doc = self.measurementDocument or {"levels": []}
-        measured = sum(item["status"] != "not measurable" for item in doc["levels"])
-        flagged = measurements.suspicious_levels(doc)
-        text = f"{measured} of {len(doc['levels'])} levels measured."
-        return text + (" Suspicious: " + "; ".join(f"{k} {v}" for k, v in flagged.items()) if flagged else "")
+        return Measurements.measurementSummary(self.measurementDocument)
 
     def linesForRow(self, row: int) -> list:
-        levels = (self.measurementDocument or {}).get("levels", [])
-        return self.linesByLevel.get(levels[row]["level"], []) if 0 <= row < len(levels) else []
+        return Measurements.linesForRow(self.measurementDocument, self.linesByLevel, row)
 
     def jumpToRow(self, row: int) -> bool:
         """Centre the slice views on the middle of the row's first line; False without a line."""
         lines = self.linesForRow(row)
         if not lines:
             return False
-        a, b = (lines[0].GetNthControlPointPositionWorld(i) for i in range(2))
-        centre = [(x + y) / 2 for x, y in zip(a, b)]
-        slicer.modules.markups.logic().JumpSlicesToLocation(*centre, True)
+        slicer.modules.markups.logic().JumpSlicesToLocation(*Measurements.lineCentre(lines[0]), True)
         return True
 
-    @staticmethod
-    def exportTable(tableNode, path):
-        from SpineSynthSegLib import slicer_bridge as bridge
-
-        return bridge.save_node(tableNode, path)
+    exportTable = staticmethod(Measurements.exportTable)
 
 
 class SpineSynthSegTest(ScriptedLoadableModuleTest):
@@ -577,71 +437,11 @@ class SpineSynthSegTest(ScriptedLoadableModuleTest):
             self.setUp()
             test()
 
-    def _smallPhantom(self):
-        from SpineSynthSegLib.phantom import PhantomConfig
-
-        return PhantomConfig(shape=(96, 72, 32), spacing=(2.0, 2.0, 2.0))
-
     def test_preview(self):
-        from SpineSynthSegLib import slicer_bridge as bridge
-
-        self.delayDisplay("Preview from the phantom")
-        p = self.logic.getParameterNode()
-        p.previewLabels = self.logic.loadPhantomSample(0, self._smallPhantom())
-        first = bridge.node_to_volume(self.logic.updatePreview(p))
-        labels = bridge.node_to_volume(p.previewLabels)
-        self.assertEqual(first.shape, labels.shape)
-        self.assertFalse(first.geometry_mismatch(labels))
-        p.echoTime = 100.0
-        p.repetitionTime = 4000.0
-        second = bridge.node_to_volume(self.logic.updatePreview(p))
-        self.assertFalse((first.array == second.array).all())
-        p.previewMode, p.fullChain = "random", True
-        self.logic.updatePreview(p)
-        self.delayDisplay("Preview OK")
+        SelfTestCases.checkPreview(self, self.logic)
 
     def test_segmentation(self):
-        from SpineSynthSegLib import contrast_preview as preview
-        from SpineSynthSegLib import slicer_bridge as bridge
-        from SpineSynthSegLib.inference import DEFAULT_MODEL
-        from SpineSynthSegLib.model import ModelConfig, ModelMeta, build_network, save_checkpoint
-        from SpineSynthSegLib.phantom import generate_phantom
-
-        self.delayDisplay("Segmentation of a small synthetic volume in a background process")
-        labels, table = generate_phantom(self._smallPhantom(), seed=1)
-        image = preview.contrast_preview(labels, table, preview.PreviewSettings(tr=4000, te=90))
-        inputNode = bridge.volume_to_node(slicer.mrmlScene, image, "phantom T2w")
-        model = None
-        if not DEFAULT_MODEL.is_file():  # no shipped model yet: a tiny untrained network exercises the path
-            meta = ModelMeta(model=ModelConfig(features=(4, 4, 8, 8, 8, 4)), spacing=(3.0, 3.0, 3.0),
-                             patch_size=(32, 32, 32))
-            model = str(Path(tempfile.mkdtemp(prefix="SpineSynthSegTest-")) / "tiny.pt")
-            save_checkpoint(model, build_network(meta.model), meta)
-        codes = []
-        process = self.logic.startSegmentation(inputNode, model, "cpu", onFinished=codes.append)
-        process.waitForFinished(10 * 60 * 1000)
-        self.assertEqual(codes, [0], self.logic.segmentationLog())
-        node = self.logic.loadSegmentationResult(inputNode)
-        seg = node.GetSegmentation()
-        geometry = seg.GetConversionParameter(slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
-        self.assertTrue(geometry)  # references the input's grid
-        if seg.GetNumberOfSegments():  # an untrained network may find nothing
-            self.assertEqual(bridge.segmentation_to_volume(node, reference=inputNode).shape, image.shape)
-        self.logic.discardSegmentationFiles()
-        self.delayDisplay("Segmentation OK")
+        SelfTestCases.checkSegmentation(self, self.logic)
 
     def test_measurements(self):
-        from SpineSynthSegLib import slicer_bridge as bridge
-        from SpineSynthSegLib.phantom import generate_phantom, phantom_targets
-
-        self.delayDisplay("Measurements of the phantom's levels")
-        labels, table = generate_phantom(self._smallPhantom(), seed=2)
-        seg = bridge.labels_to_segmentation(slicer.mrmlScene, phantom_targets(labels, table), name="phantom levels")
-        tableNode = self.logic.measure(seg)
-        self.assertGreater(tableNode.GetNumberOfRows(), 4)
-        self.assertTrue(any(n.GetName() == "L3 anterior height" for n in self.logic.linesByLevel["L3"]))
-        self.assertTrue(self.logic.jumpToRow(0))
-        path = Path(tempfile.mkdtemp(prefix="SpineSynthSegTest-")) / "measurements.csv"
-        self.logic.exportTable(tableNode, path)
-        self.assertTrue(path.is_file())
-        self.delayDisplay("Measurements OK")
+        SelfTestCases.checkMeasurements(self, self.logic)

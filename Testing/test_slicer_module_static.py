@@ -94,6 +94,14 @@ def test_module_stays_thin(tree):
     assert not {"numpy", "torch", "scipy"} & everywhere
 
 
+@pytest.mark.parametrize("path", sorted((MODULE_DIR / "SpineSynthSegUtils").glob("*.py")), ids=lambda p: p.name)
+def test_helpers_import_the_library_lazily(path):
+    """The module imports its helpers when Slicer loads it, before the library's dependencies are installed."""
+    top = [n for n in ast.parse(path.read_text()).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    names = {a.name for n in top for a in n.names} | {n.module or "" for n in top if isinstance(n, ast.ImportFrom)}
+    assert not {n for n in names if n.split(".")[0] in ("SpineSynthSegLib", "numpy", "torch", "scipy")}
+
+
 def test_ui_names_used_by_the_module_exist(tree, ui_widgets):
     used = {n.attr for n in ast.walk(tree)
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Attribute) and n.value.attr == "ui"

@@ -1,0 +1,82 @@
+"""Measurements panel: a segmentation node -> measurements document, markups lines and a table node.
+
+The measurements are ``SpineSynthSegLib.measure`` (the same as ``spinesynthseg measure``); the
+lines, folders and table are made by ``SpineSynthSegLib.slicer_measurements``. The library is
+imported when a function runs; the scene is an argument, so this also runs outside Slicer with
+``slicer-core``.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def measureSegmentation(scene, segmentationNode, convention="spineps", tableNode=None, folder=None):
+    """Measure a segmentation: lines (one folder per level, replacing earlier ones) and a table node.
+
+    Args:
+        scene: the MRML scene.
+        segmentationNode: segments named/tagged by level ('spineps'), or label values of another
+            ``convention`` (`measure_report.CONVENTIONS`), converted first.
+        tableNode: an existing table node to fill (default: a new one).
+        folder: subject-hierarchy folder of the lines (default: '<segmentation> measurements').
+
+    Returns:
+        (measurements document as in measurements.json, level -> line nodes, table node).
+    """
+    from SpineSynthSegLib import slicer_bridge as bridge
+    from SpineSynthSegLib import slicer_measurements as measurements
+    from SpineSynthSegLib.measure import measure_volume
+    from SpineSynthSegLib.measure_report import convert, to_json
+
+    if segmentationNode is None:
+        raise ValueError("select a segmentation")
+    name = segmentationNode.GetName()
+    vol = bridge.segmentation_to_volume(segmentationNode, values="auto" if convention == "spineps" else "label_value")
+    vol = vol.with_array(convert(vol.array, convention, name))
+    meta = {"segmentation": name, "convention": convention, "spacing_mm": list(vol.spacing)}
+    doc = json.loads(json.dumps(to_json(measure_volume(vol, name), meta)))
+    folder = folder or f"{name} measurements"
+    measurements.remove_folder(scene, folder)  # measuring again replaces the lines
+    linesByLevel = measurements.measurement_lines(scene, doc, folder)
+    table = measurements.measurements_table(scene, doc, f"{name} measurements", node=tableNode)
+    return doc, linesByLevel, table
+
+
+def measurementSummary(doc) -> str:
+    """'7 of 8 levels measured. Suspicious: L2 Genant 2 (31 % height loss)'."""
+    from SpineSynthSegLib.slicer_measurements import suspicious_levels
+
+    doc = doc or {"levels": []}
+    measured = sum(item["status"] != "not measurable" for item in doc["levels"])
+    flagged = suspicious_levels(doc)
+    text = f"{measured} of {len(doc['levels'])} levels measured."
+    return text + (" Suspicious: " + "; ".join(f"{k} {v}" for k, v in flagged.items()) if flagged else "")
+
+
+def lineCentre(line) -> list[float]:
+    """World position of the middle of a markups line."""
+    a, b = (line.GetNthControlPointPositionWorld(i) for i in range(2))
+    return [(x + y) / 2 for x, y in zip(a, b)]
+
+
+def exportTable(tableNode, path):
+    """Write the table as CSV (+ .schema.csv) with Slicer's table storage; returns the path."""
+    from SpineSynthSegLib.slicer_bridge import save_node
+
+    return save_node(tableNode, path)
+
+
+def linesForRow(doc, linesByLevel, row: int) -> list:
+    """The line nodes of table row ``row`` (row r is ``doc['levels'][r]``); [] outside the table."""
+    levels = (doc or {}).get("levels", [])
+    return linesByLevel.get(levels[row]["level"], []) if 0 <= row < len(levels) else []
+
+
+def tableRow(view, index) -> int:
+    """The table node's row of a clicked index in a qMRMLTableView (which shows a sort proxy)."""
+    try:
+        row = view.tableModel().mrmlTableRowIndex(view.sortFilterProxyModel().mapToSource(index))
+    except (AttributeError, TypeError, ValueError):
+        row = index.row()
+    return int(row)
