@@ -23,9 +23,10 @@ from .errors import InputError
 LEVEL_ATTRIBUTE = "SpineSynthSeg.Level"  #: markups line attribute: the level ('L3', 'L3-L4')
 MEASUREMENT_ATTRIBUTE = "SpineSynthSeg.Measurement"  #: markups line attribute: the JSON key
 
-_LINE_COLOURS = {"height": (1.0, 0.86, 0.0), "disc": (0.0, 0.9, 0.47), "distance": (0.0, 0.78, 1.0),
+LINE_COLOURS = {"height": (1.0, 0.86, 0.0), "disc": (0.0, 0.9, 0.47), "distance": (0.0, 0.78, 1.0),
                  "slip": (1.0, 0.31, 0.78)}
-_SUSPICIOUS_COLOUR = (1.0, 0.1, 0.1)
+"""RGB in [0, 1] of the measurement lines by `line_kind`."""
+SUSPICIOUS_COLOUR = (1.0, 0.1, 0.1)  #: RGB of every line of a suspicious level
 
 
 def measurement_title(level: str, key: str) -> str:
@@ -36,7 +37,8 @@ def measurement_title(level: str, key: str) -> str:
     return f"{level} {words.replace('_', ' ')}"
 
 
-def _kind(key: str) -> str:
+def line_kind(key: str) -> str:
+    """'height', 'disc' (disc heights), 'distance' or 'slip' for a measurement key of measurements.json."""
     return "slip" if key.startswith("slip") else "distance" if "distance" in key else \
         "disc" if key.startswith("disc") else "height"
 
@@ -146,7 +148,7 @@ def measurement_lines(scene, doc: Mapping, folder: str = "Spine measurements", l
             line.SetLocked(bool(lock))
             display = line.GetDisplayNode()
             if display is not None:
-                colour = _SUSPICIOUS_COLOUR if level in suspicious else _LINE_COLOURS[_kind(key)]
+                colour = SUSPICIOUS_COLOUR if level in suspicious else LINE_COLOURS[line_kind(key)]
                 display.SetSelectedColor(*colour)
                 display.SetColor(*colour)
                 display.SetPropertiesLabelVisibility(True)

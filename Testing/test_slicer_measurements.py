@@ -56,7 +56,7 @@ def test_measurement_lines(mrml, measurements, tmp_path):
     # suspicious levels are red
     flagged = next(iter(slicer_measurements.suspicious_levels(measurements)))
     colour = lines[flagged][0].GetDisplayNode().GetSelectedColor()
-    np.testing.assert_allclose(colour, slicer_measurements._SUSPICIOUS_COLOUR, atol=1e-6)
+    np.testing.assert_allclose(colour, slicer_measurements.SUSPICIOUS_COLOUR, atol=1e-6)
     # the .mrk.json Slicer writes (LPS in the file) holds the same end points
     path = save_node(line, tmp_path / "L3_anterior_height.mrk.json")
     markup = json.loads(path.read_text())["markups"][0]
