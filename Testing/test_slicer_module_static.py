@@ -6,7 +6,8 @@ that Slicer's GUI connectors accept; the .ui is valid Qt Designer XML; the CMake
 script and resource (and nothing missing) and the scripted library lists every library file.
 
 Run with plain Python: the module's support code (dependency installer, the segmentation command
-it starts) and the headless batch script (SpineSynthSeg/Scripts/headless_batch.py).
+it starts), the headless batch script (SpineSynthSeg/Scripts/headless_batch.py) and the script
+rendering the catalogue's panel images (SpineSynthSeg/Scripts/render_panel_images.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ MODULE_DIR = ROOT / "SpineSynthSeg"
 MODULE = MODULE_DIR / "SpineSynthSeg.py"
 UI = MODULE_DIR / "Resources" / "UI" / "SpineSynthSeg.ui"
 BATCH = MODULE_DIR / "Scripts" / "headless_batch.py"
+RENDER = MODULE_DIR / "Scripts" / "render_panel_images.py"
+SCREENSHOTS = MODULE_DIR / "Resources" / "Screenshots"
 sys.path.insert(0, str(MODULE_DIR))  # SpineSynthSegUtils, as Slicer's module path provides it
 
 
@@ -63,7 +66,7 @@ def _parameter_names(element: ET.Element) -> str | None:
 # ----------------------------------------------------------------------------- the module file
 
 
-@pytest.mark.parametrize("path", [MODULE, BATCH, *sorted((MODULE_DIR / "SpineSynthSegUtils").glob("*.py"))],
+@pytest.mark.parametrize("path", [MODULE, BATCH, RENDER, *sorted((MODULE_DIR / "SpineSynthSegUtils").glob("*.py"))],
                          ids=lambda p: p.name)
 def test_compiles(path, tmp_path):
     py_compile.compile(str(path), cfile=str(tmp_path / "out.pyc"), doraise=True)
@@ -220,6 +223,48 @@ def test_top_level_cmake_metadata_and_scripted_library():
     assert package - set(listed) == set(), f"library files not listed in CMakeLists.txt: {package - set(listed)}"
     icon = re.search(r'set\(EXTENSION_ICONURL "[^"]*/main/([^"]+)"\)', text).group(1)
     assert (ROOT / icon).is_file(), "EXTENSION_ICONURL points at a file of this repository"
+    urls = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', text).group(1).split()
+    prefix = "https://raw.githubusercontent.com/SpineSynthSeg/SpineSynthSeg/main/"
+    assert urls and all(u.startswith(prefix) and (ROOT / u.removeprefix(prefix)).is_file() for u in urls), \
+        "EXTENSION_SCREENSHOTURLS point at files of this repository"
+
+
+# ----------------------------------------------------------------------------- panel images (screenshots)
+
+
+def _load_script(name: str, path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_panel_image(path: Path) -> None:
+    from PIL import Image, ImageStat
+
+    assert path.stat().st_size > 10_000, f"{path.name}: {path.stat().st_size} bytes"
+    with Image.open(path) as img:
+        assert img.format == "PNG" and img.width >= 600 and img.height >= 300
+        assert max(hi - lo for lo, hi in img.convert("RGB").getextrema()) > 100, f"{path.name} is a constant image"
+        assert max(ImageStat.Stat(img.convert("L")).stddev) > 10
+
+
+def test_render_panel_images_script(tmp_path):
+    """The script renders both images from the phantom with the library only (no Slicer)."""
+    pytest.importorskip("matplotlib")
+    paths = _load_script("render_panel_images", RENDER).main(["--output", str(tmp_path)])
+    assert sorted(p.name for p in paths) == ["measurements.png", "preview.png"]
+    for path in paths:
+        _check_panel_image(path)
+
+
+@pytest.mark.parametrize("name", ["preview.png", "measurements.png"])
+def test_committed_panel_images(name):
+    path = SCREENSHOTS / name
+    _check_panel_image(path)
+    assert path.stat().st_size < 150 * 1024, "keep the catalogue images small"
 
 
 # ----------------------------------------------------------------------------- support code (plain Python)
@@ -305,12 +350,7 @@ def test_segment_command_runs_the_cli(tiny_model, scans, tmp_path):
 
 @pytest.fixture(scope="module")
 def batch():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("headless_batch", BATCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _load_script("headless_batch", BATCH)
 
 
 def test_batch_without_a_shipped_model_gives_the_library_error(batch, scans, tmp_path, monkeypatch, capsys):
