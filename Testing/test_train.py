@@ -176,3 +176,23 @@ def test_non_finite_step_is_skipped(recipe, monkeypatch):
     assert result["step"] == 3 and result["skipped_steps"] == 1
     state = load_torch_verified(recipe.parent / "runs_nan" / "tiny" / "state.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_deepest_block_runs_in_fp32_under_bf16_autocast():
+    from SpineSynthSegLib.model import ModelConfig, build_network
+    from SpineSynthSegLib.train import fp32_deepest_block
+
+    net = build_network(ModelConfig(features=(4, 4, 8, 8, 8, 4)))
+    keys = list(net.state_dict())
+    seen = {}
+    net.down_4.register_forward_hook(lambda m, i, o: seen.update(out=o.dtype))
+    net.down_3.register_forward_hook(lambda m, i, o: seen.update(above=o.dtype))
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x)
+    assert seen == {"out": torch.bfloat16, "above": torch.bfloat16}
+    fp32_deepest_block(net)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x)
+    assert seen == {"out": torch.float32, "above": torch.bfloat16}
+    assert torch.isfinite(y).all() and list(net.state_dict()) == keys
