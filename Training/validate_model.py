@@ -40,6 +40,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def reference_set(data: Path, cases: list[str], tmp: Path) -> tuple[Path, Path]:
+    """A folder with just these cases' labels (links) and a groups CSV (prefix = contrast group)."""
+    ref = tmp / "labels"
+    ref.mkdir()
+    for c in cases:
+        (ref / f"{c}_seg.nii.gz").symlink_to((data / "labels" / f"{c}_seg.nii.gz").resolve())
+    groups = tmp / "groups.csv"
+    groups.write_text("case,group\n" + "".join(f"{c},{c.split('_')[0]}\n" for c in cases))
+    return ref, groups
+
+
+def segment_cases(model: str | Path, data: Path, cases: list[str], out: Path, tta: bool = False) -> list:
+    """Segment the real images of ``cases`` into ``out`` (validation only: never training images)."""
+    images = [data / "images" / f"{c}_img.nii.gz" for c in cases]
+    return run_segment(images, out, model_path=model, config=InferenceConfig(tta_flip=tta), overwrite=True,
+                       progress=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
@@ -50,16 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     data = Path(args.shared) / "lumbar_mri"
     out = Path(args.out)
-    images = [data / "images" / f"{c}_img.nii.gz" for c in args.cases]
-    results = run_segment(images, out / "pred", model_path=args.model, config=InferenceConfig(tta_flip=args.tta),
-                          overwrite=True, progress=False)
-    with tempfile.TemporaryDirectory() as tmp:  # reference folder with just the validation cases
-        ref = Path(tmp) / "labels"
-        ref.mkdir()
-        for c in args.cases:
-            (ref / f"{c}_seg.nii.gz").symlink_to((data / "labels" / f"{c}_seg.nii.gz").resolve())
-        groups = Path(tmp) / "groups.csv"
-        groups.write_text("case,group\n" + "".join(f"{c},{c.split('_')[0]}\n" for c in args.cases))
+    results = segment_cases(args.model, data, args.cases, out / "pred", args.tta)
+    with tempfile.TemporaryDirectory() as tmp:
+        ref, groups = reference_set(data, args.cases, Path(tmp))
         summary = run_evaluate(out / "pred", ref, out / "report", groups_csv=groups, convention_ref="reference",
                                cases_json=data / "cases.json")
     timings = {r.case: round(r.seconds, 1) for r in results}
