@@ -477,9 +477,9 @@ def assign_levels(semantic: Volume, *, anchor: str = "auto", n_lumbar: int | Non
             v = _disc_id(i, t, pos, seq)
             if v is None:
                 warn.append("a disc above the top body has no level: dropped")
+            elif v == DISC_OFFSET + 26:  # no id in the convention (SPINEPS/VerSe): not an instance
+                warn.append("a disc component below S1 (S1-S2 remnant) is left out of the instances")
             else:
-                if v == DISC_OFFSET + 26:
-                    warn.append("a disc below S1 was labelled 126 (S1-disc)")
                 entries.append((d, v, "disc"))
     for part, v, kind in entries:
         out[(body_lab if kind == "vertebra" else disc_lab) == part.label] = v

@@ -153,12 +153,18 @@ def _keep_part_of_s1(sem: np.ndarray, expected: np.ndarray, keep: float) -> np.n
 def test_s1_fragment_with_a_remnant_disc_below_is_still_s1():
     vol, expected, _centres = _spine(5)
     sem = _keep_part_of_s1(vol.array, expected, 0.25)
-    s1 = np.argwhere(sem == 1)
-    s1 = s1[expected[tuple(s1.T)] == 26]
+    s1 = np.argwhere((sem == 1) & (expected == 26))
+    centre = s1.mean(axis=0)
+    i, j, k = np.indices(sem.shape)
+    # a thin S1-S2 remnant disc (radius 9 mm, 3 mm thick: ~7 % of a lumbar disc) just below the fragment
+    below = s1[:, 2].min() - 3
+    remnant = ((i - centre[0]) ** 2 + (j - centre[1]) ** 2 <= 6**2) & (k >= below - 1) & (k <= below)
+    sem[remnant & (sem == 0)] = 2
     lowest = s1[s1[:, 2] == s1[:, 2].min()]
-    sem[tuple((lowest - [0, 0, 2]).T)] = 2  # a thin S1-S2 remnant disc right below the fragment
     out, report = assign_levels(vol.with_array(sem))
     assert report["anchor"] == "sacrum", report
+    assert DISC_OFFSET + 26 not in out.array  # the remnant has no id in the convention
+    assert any("S1-S2 remnant" in w for w in report["warnings"])
     got = _majority(out.array, np.where(sem > 0, expected, 0))
     assert [got[v] for v in (20, 21, 22, 23, 24, 26)] == [20, 21, 22, 23, 24, 26]
     # a full-size disc below the fragment is the L5-S1 disc: the fragment is then L5
