@@ -5,6 +5,9 @@
 
 Real images are used for validation only. Writes the segment outputs and an evaluate report
 (per-case CSV, summary JSON, HTML) scored raw and within the labelled span (shared/data/README.md).
+``--levels`` scores level naming instead, on every case with level labels (VB3: L1-L5 bodies, IVD:
+L1-L2..L5-S1 discs): a reference level is right when the prediction's instance of the same name
+overlaps it with Dice >= 0.5 inside the labelled span.
 """
 
 from __future__ import annotations
@@ -58,6 +61,24 @@ def segment_cases(model: str | Path, data: Path, cases: list[str], out: Path, tt
                        progress=False)
 
 
+def level_cases(data: Path) -> list[str]:
+    """Cases whose labels name levels: VB3 (1..5 = L1..L5) and IVD (1..5 = L5-S1..L1-L2)."""
+    return sorted(p.name.split("_img")[0] for p in (data / "images").glob("*_img.nii.gz")
+                  if p.name.startswith(("VB3_", "IVD_")))
+
+
+def level_accuracy(rows: list[dict]) -> dict:
+    """Vertebrae / discs named right (Dice >= 0.5 with the same-named reference level, span scope)."""
+    levels = [r for r in rows if r["kind"] == "level" and r["scope"] == "span" and not r["ref_empty"]]
+    out = {}
+    for kind, sel in (("vertebrae", [r for r in levels if r["label"] < 100]), ("discs", [r for r in levels if r["label"] >= 100])):
+        right = sum(float(r["dice"]) >= 0.5 for r in sel)
+        out[kind] = {"right": right, "total": len(sel), "fraction": round(right / max(len(sel), 1), 4)}
+    wrong = sorted({r["case"] for r in levels if float(r["dice"]) < 0.5})
+    out["cases"] = {"total": len({r["case"] for r in levels}), "with_a_wrong_level": wrong}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True)
@@ -65,9 +86,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/validation")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--cases", nargs="*", default=list(VALIDATION_CASES))
+    p.add_argument("--levels", action="store_true", help="score level naming on every VB3/IVD case")
     args = p.parse_args(argv)
     data = Path(args.shared) / "lumbar_mri"
     out = Path(args.out)
+    if args.levels:
+        cases = level_cases(data)
+        results = segment_cases(args.model, data, cases, out / "pred", args.tta)
+        with tempfile.TemporaryDirectory() as tmp:
+            ref, groups = reference_set(data, cases, Path(tmp))
+            summary = run_evaluate(out / "pred", ref, out / "report", groups_csv=groups, convention_ref="reference",
+                                   cases_json=data / "cases.json", plots=False)
+        accuracy = level_accuracy(summary["rows"])
+        (out / "level_accuracy.json").write_text(json.dumps(accuracy, indent=1))
+        print(json.dumps(accuracy, indent=1))
+        return 0 if all(r.status == "ok" for r in results) else 1
     results = segment_cases(args.model, data, args.cases, out / "pred", args.tta)
     with tempfile.TemporaryDirectory() as tmp:
         ref, groups = reference_set(data, args.cases, Path(tmp))
