@@ -150,16 +150,22 @@ def _keep_part_of_s1(sem: np.ndarray, expected: np.ndarray, keep: float) -> np.n
     return sem
 
 
-def test_s1_fragment_with_a_remnant_disc_below_is_still_s1():
-    vol, expected, _centres = _spine(5)
+def _s1_fragment_and_remnant(vol: Volume, expected: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The upper quarter of S1 with a thin S1-S2 remnant disc (radius 9 mm, 3 mm: ~7 % of a lumbar
+    disc) 2 voxels below it: (semantic array, S1 fragment voxels, index k of the remnant's bottom)."""
     sem = _keep_part_of_s1(vol.array, expected, 0.25)
     s1 = np.argwhere((sem == 1) & (expected == 26))
     centre = s1.mean(axis=0)
     i, j, k = np.indices(sem.shape)
-    # a thin S1-S2 remnant disc (radius 9 mm, 3 mm thick: ~7 % of a lumbar disc) just below the fragment
     below = s1[:, 2].min() - 3
     remnant = ((i - centre[0]) ** 2 + (j - centre[1]) ** 2 <= 6**2) & (k >= below - 1) & (k <= below)
     sem[remnant & (sem == 0)] = 2
+    return sem, s1, below - 1
+
+
+def test_s1_fragment_with_a_remnant_disc_below_is_still_s1():
+    vol, expected, _centres = _spine(5)
+    sem, s1, _ = _s1_fragment_and_remnant(vol, expected)
     lowest = s1[s1[:, 2] == s1[:, 2].min()]
     out, report = assign_levels(vol.with_array(sem))
     assert report["anchor"] == "sacrum", report
@@ -173,6 +179,26 @@ def test_s1_fragment_with_a_remnant_disc_below_is_still_s1():
         big[tuple((lowest - [0, 0, dz]).T)] = 2
     _, report_big = assign_levels(vol.with_array(big), config=InstanceConfig(remnant_disc_ratio=0.9))
     assert report_big["anchor"] != "sacrum"
+
+
+@pytest.mark.parametrize("radius, joins", [(7, True), (16, False)])
+def test_sacral_piece_below_s1_joins_it_unless_body_sized(radius, joins):
+    vol, expected, _centres = _spine(5)
+    sem, s1, bottom = _s1_fragment_and_remnant(vol, expected)
+    centre = s1.mean(axis=0)
+    i, j, k = np.indices(sem.shape)
+    piece = ((i - centre[0]) ** 2 + (j - centre[1]) ** 2 <= radius**2) & (k >= bottom - 9) & (k <= bottom - 2)
+    sem[piece & (sem == 0)] = 1  # S2 below the remnant: small, or as large as a lumbar body
+    out, report = assign_levels(vol.with_array(sem))
+    l5 = _majority(out.array, np.where(sem == 1, expected, 0))[24]
+    if joins:
+        assert report["anchor"] == "sacrum" and l5 == 24
+        assert set(np.unique(out.array[piece & (sem == 1)])) == {26}
+        assert any("joined it" in w for w in report["warnings"])
+    else:  # a body-sized piece is not taken for a sacral segment: it stays an instance of its own
+        assert not any("joined it" in w for w in report["warnings"])
+        fragment_ids = set(np.unique(out.array[tuple(s1.T)]))
+        assert fragment_ids.isdisjoint(np.unique(out.array[piece & (sem == 1)]))
 
 
 def test_bridge_between_bodies_is_split():
