@@ -301,8 +301,10 @@ def _sacrum_score(bodies: list[_Part], slots: dict[int, list], has_discs: bool, 
     low, n = bodies[-1], len(bodies)
     f = {"no_disc_below": 0.5, "disc_above": 0.5, "complete": 0.0 if low.cut_lo else 1.0, "tilt": 0.5, "size": 0.5}
     if has_discs:
-        real_below = _substantial(slots.get(n - 1, []), slots, cfg)
-        f["no_disc_below"] = 0.0 if real_below else (1.0 if room_below and not low.cut_lo else 0.5)
+        below = slots.get(n - 1, [])
+        real_below = _substantial(below, slots, cfg)
+        # only a remnant below: the S1-S2 junction, evidence for S1 even when the image ends there
+        f["no_disc_below"] = 0.0 if real_below else (1.0 if below or (room_below and not low.cut_lo) else 0.5)
         f["disc_above"] = 1.0 if (n >= 2 and slots.get(n - 2)) else 0.0
     others = [b for b in bodies[:-1] if not (b.cut_lo or b.cut_hi)] or bodies[:-1]
     if others:

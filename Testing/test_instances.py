@@ -291,3 +291,22 @@ def test_project_phantom_levels_are_recovered(n_lumbar):
     got = _majority(out.array, target)
     assert got == {v: v for v in got}
     assert (out.array[target > 0] == target[target > 0]).mean() > 0.999
+
+
+def test_remnant_disc_at_the_image_border_marks_s1():
+    """A large S1 piece, the S1-S2 remnant under it, and the image ending there: still S1."""
+    vol, expected, _ = _spine(5)
+    sem = _keep_part_of_s1(vol.array, expected, 0.55)
+    s1 = np.argwhere((sem == 1) & (expected == 26))
+    centre = s1.mean(axis=0)
+    i, j, k = np.indices(sem.shape)
+    bottom = s1[:, 2].min() - 4
+    sem[((i - centre[0]) ** 2 + (j - centre[1]) ** 2 <= 6**2) & (k >= bottom) & (k <= bottom + 1) & (sem == 0)] = 2
+    cut = int(bottom)  # the field of view ends at the remnant's lower face
+    cropped = Volume(sem[:, :, cut:].copy(), vol.spacing, tuple(vol.affine[:3, :3] @ [0, 0, cut] + vol.origin),
+                     vol.direction)
+    no_size_cue = InstanceConfig(depth_ratio=(5.0, 6.0), volume_ratio=(5.0, 6.0), fragment_ratio=(0.01, 0.02))
+    out, report = assign_levels(cropped, config=no_size_cue)  # the remnant alone must decide
+    assert report["anchor"] == "sacrum", report["sacrum_features"]
+    got = _majority(out.array, np.where(cropped.array == 1, expected[:, :, cut:], 0))
+    assert [got[v] for v in (20, 21, 22, 23, 24, 26)] == [20, 21, 22, 23, 24, 26]
