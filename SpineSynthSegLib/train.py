@@ -99,9 +99,14 @@ def _resolve(base: Path, p: str) -> Path:
     return Path(p) if Path(p).is_absolute() else (base / p).resolve()
 
 
+def inference_amp(amp: str) -> str:
+    """A recipe's ``amp`` (auto | bf16 | off) in inference's vocabulary (auto | bf16 | fp32)."""
+    return "fp32" if amp == "off" else amp
+
+
 def autocast_for(device: torch.device, amp: str):
     """bf16 autocast where the hardware has it (the inference rule); fp16 is never used to train."""
-    dtype = resolve_amp("fp32" if amp == "off" else amp, device)
+    dtype = resolve_amp(inference_amp(amp), device)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype is torch.bfloat16)
 
 
@@ -146,7 +151,7 @@ def validate(net, cases, cfg: TrainConfig, device) -> dict[str, Any]:
     """Dice of the labelled class per case (inside the labelled span), and group means."""
     net.eval()
     meta = ModelMeta(spacing=tuple(cfg.spacing), patch_size=tuple(cfg.patch_size))
-    config = InferenceConfig(device=str(device), amp="fp32" if cfg.amp == "off" else cfg.amp)
+    config = InferenceConfig(device=str(device), amp=inference_amp(cfg.amp))
     per_case = {}
     for case in cases:  # the same sliding-window code as `segment`
         pred = predict_probabilities(net, case.image, meta, config).argmax(1)[0].cpu().numpy()
@@ -186,7 +191,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     model_cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items()})
     torch.manual_seed(cfg.seed)
     net = build_network(model_cfg).to(dev)
-    if dev.type == "cpu" and resolve_amp("fp32" if cfg.amp == "off" else cfg.amp, dev) is torch.bfloat16:
+    if dev.type == "cpu" and resolve_amp(inference_amp(cfg.amp), dev) is torch.bfloat16:
         fp32_deepest_block(net)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
