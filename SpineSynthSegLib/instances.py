@@ -138,6 +138,7 @@ class _Column:
     score: float = 0.0  # sacrum score of the lowest body
     features: dict[str, float] | None = None
     sacral: list[_Part] | None = None  # bodies below the lowest one (lower sacral segments)
+    remnant_mm3: float = 0.0  # discs smaller than this are S1-S2 remnants
 
 
 def _ramp(x: float, lo: float, hi: float) -> float:
@@ -263,11 +264,9 @@ def _disc_slot(d: np.ndarray, chain: np.ndarray, step: float) -> tuple[int, floa
     return best
 
 
-def _substantial(items: list[tuple[_Part, float]], slots: dict[int, list], cfg: InstanceConfig) -> list:
-    """The discs of a chain slot that are not S1-S2 remnants (tiny compared with the median disc)."""
-    volumes = [d.volume_mm3 for its in slots.values() for d, _ in its]
-    median = float(np.median(volumes)) if volumes else 0.0
-    return [(d, t) for d, t in items if d.volume_mm3 >= cfg.remnant_disc_ratio * median]
+def _substantial(items: list[tuple[_Part, float]], remnant_mm3: float) -> list:
+    """The discs of a chain slot that are not S1-S2 remnants (smaller than ``remnant_mm3``)."""
+    return [(d, t) for d, t in items if d.volume_mm3 >= remnant_mm3]
 
 
 def _split_sacral(col: _Column, cfg: InstanceConfig) -> list[_Part]:
@@ -277,7 +276,7 @@ def _split_sacral(col: _Column, cfg: InstanceConfig) -> list[_Part]:
     first is S1 and the ones below it join it (the convention has one sacrum id). Only pieces
     smaller than a lumbar body are taken: a full-size body there rather means a missed disc.
     """
-    full = [i for i, items in col.slots.items() if i >= 0 and _substantial(items, col.slots, cfg)]
+    full = [i for i, items in col.slots.items() if i >= 0 and _substantial(items, col.remnant_mm3)]
     s1 = max(full, default=len(col.bodies)) + 1
     if s1 >= len(col.bodies) - 1:
         return []
@@ -290,8 +289,8 @@ def _split_sacral(col: _Column, cfg: InstanceConfig) -> list[_Part]:
     return extra
 
 
-def _sacrum_score(bodies: list[_Part], slots: dict[int, list], has_discs: bool, room_below: bool,
-                  cfg: InstanceConfig) -> tuple[float, dict[str, float]]:
+def _sacrum_score(bodies: list[_Part], slots: dict[int, list], remnant_mm3: float, has_discs: bool,
+                  room_below: bool, cfg: InstanceConfig) -> tuple[float, dict[str, float]]:
     """Score in [0, 1] that the lowest body is S1, and its features (see `SACRUM_WEIGHTS`).
 
     Features are in [0, 1]; 0.5 means "cannot tell" (no disc segmented anywhere, no room below
@@ -302,7 +301,7 @@ def _sacrum_score(bodies: list[_Part], slots: dict[int, list], has_discs: bool, 
     f = {"no_disc_below": 0.5, "disc_above": 0.5, "complete": 0.0 if low.cut_lo else 1.0, "tilt": 0.5, "size": 0.5}
     if has_discs:
         below = slots.get(n - 1, [])
-        real_below = _substantial(below, slots, cfg)
+        real_below = _substantial(below, remnant_mm3)
         # only a remnant below: the S1-S2 junction, evidence for S1 even when the image ends there
         f["no_disc_below"] = 0.0 if real_below else (1.0 if below or (room_below and not low.cut_lo) else 0.5)
         f["disc_above"] = 1.0 if (n >= 2 and slots.get(n - 2)) else 0.0
@@ -329,7 +328,7 @@ def _choose_anchor(col: _Column, anchor: str, top_name: str, seq: list[int], cfg
     """(mode, index of the anchor body, its position in ``seq``, base confidence, reason)."""
     n, low, s1 = len(col.bodies), col.bodies[-1], seq.index(26)
     score, feats = col.score, col.features
-    below = _substantial(col.slots.get(n - 1, []), col.slots, cfg)
+    below = _substantial(col.slots.get(n - 1, []), col.remnant_mm3)
     disc_room = min((d.lowest_k for d, _ in below), default=0) * col.spacing_k
     if anchor == "sacrum" or (anchor == "auto" and n >= 2 and score >= cfg.sacrum_threshold and feats["no_disc_below"] > 0):
         if score < cfg.sacrum_threshold:
@@ -395,10 +394,12 @@ def _column(ras: Volume, cfg: InstanceConfig, report: dict) -> tuple[_Column | N
             report["warnings"].append(f"a disc component ({d.volume_mm3:.0f} mm^3) lies {dist:.0f} mm off the spine: dropped")
         else:
             col.slots.setdefault(i, []).append((d, t))
+    slotted = [d.volume_mm3 for items in col.slots.values() for d, _ in items]
+    col.remnant_mm3 = cfg.remnant_disc_ratio * float(np.median(slotted)) if slotted else 0.0
     col.sacral = _split_sacral(col, cfg)
     bodies = col.bodies
     room_below = bodies[-1].lowest_k * spacing[2] >= 0.25 * step
-    col.score, col.features = _sacrum_score(bodies, col.slots, bool(discs), room_below, cfg)
+    col.score, col.features = _sacrum_score(bodies, col.slots, col.remnant_mm3, bool(discs), room_below, cfg)
     return col, body_lab, disc_lab
 
 
