@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from SpineSynthSegLib.evaluate import run_evaluate
-from SpineSynthSegLib.statistics import paired_wilcoxon
+from SpineSynthSegLib.statistics import describe, paired_wilcoxon
 from SpineSynthSegLib.train import TrainConfig, train
 from SpineSynthSegLib.training_data import VALIDATION_CASES
 
@@ -87,9 +87,11 @@ def _labelled(group: str) -> str:
 
 
 def _mean_sd(values: list[float]) -> str:
-    t = torch.tensor(values, dtype=torch.float64)
-    sd = float(t.std()) if len(values) > 1 else 0.0
-    return f"{float(t.mean()):.3f} ({sd:.3f})"
+    """'mean (sd)' of the finite values (`statistics.describe`), '+k inf' when a distance is infinite."""
+    d = describe(values)
+    if d["mean"] is None:
+        return f"n/a ({d['n_inf']} inf)" if d["n_inf"] else "n/a"
+    return f"{d['mean']:.3f} ({d['std']:.3f})" + (f" +{d['n_inf']} inf" if d["n_inf"] else "")
 
 
 def report(summary: dict, study: dict, arms: list[str], info: dict) -> str:
