@@ -3,10 +3,11 @@
 After SPINEPS (Moeller et al. 2024, seed 001): instances come from the semantic map, and every
 disc takes the id of the nearest vertebra above it. Steps of `assign_levels` (RAS grid, world mm):
 
-1. Bodies: 6-connected components of class 1 (under ``min_body_mm3`` dropped). Bodies merged
-   through a thin bridge are split: cores = voxels deeper than ``split_radius_mm`` inside the mask
-   (Euclidean distance, mm), grown back by a watershed on the distance map within the mask. Limit:
-   a body whose centre is thinner than twice that radius (a severe fracture) would be split too.
+1. Bodies: 6-connected components of class 1 (under ``min_body_mm3`` dropped). Merged bodies are
+   separated (`body_split`): through a thin bridge (cores deeper than ``split_radius_mm``, grown
+   back by a watershed; a body whose centre is thinner than twice that radius, a severe fracture,
+   would be split too), and around a partly segmented disc that lies inside one component at least
+   1.5 x the median body (cut along the disc's mid-plane).
 2. Order: projection of the body centroids on their principal axis (PCA, oriented superior); for a
    lumbar lordosis this is the order along the curve. A step between consecutive bodies longer than
    1.6 x the median step counts as round(step / median) - 1 missed levels (ids skip them).
@@ -49,8 +50,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from skimage.segmentation import watershed
 
+from .body_split import split_at_discs, split_bridged
 from .io import Volume, reorient
 from .labels import CRANIOCAUDAL_ORDER, DISC_OFFSET, VERTEBRA_IDS, vertebra_name
 
@@ -155,43 +156,6 @@ def _check_semantic(semantic: Volume) -> np.ndarray:
     if bad:
         raise ValueError(f"semantic map holds labels {bad[:10]}; expected only 0 (background), 1 (vertebral body), 2 (disc)")
     return data.astype(np.uint8)
-
-
-def _split_bodies(mask: np.ndarray, spacing: np.ndarray, cfg: InstanceConfig) -> tuple[np.ndarray, int]:
-    """Components of ``mask``, thin bridges cut: (labels 1..n, number of extra pieces made by splitting)."""
-    comps, n = ndimage.label(mask)
-    if n == 0 or cfg.split_radius_mm <= 0:
-        return comps, 0
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]
-    sub, csub = mask[box], comps[box]
-    dist = ndimage.distance_transform_edt(sub, sampling=spacing)
-    cores, nc = ndimage.label(dist > cfg.split_radius_mm)
-    voxel = float(np.prod(spacing))
-    sizes = np.bincount(cores.ravel(), minlength=nc + 1) * voxel
-    owner = np.zeros(nc + 1, np.int64)
-    if nc:
-        owner[1:] = ndimage.maximum(csub, cores, index=np.arange(1, nc + 1))
-    largest = np.zeros(n + 1)
-    np.maximum.at(largest, owner[1:], sizes[1:])
-    # a core counts when it could be a body: >= min_body_mm3 / 4 and >= 1/4 of its component's largest
-    keep = np.flatnonzero((sizes >= max(cfg.min_body_mm3 / 4, voxel)) & (sizes >= 0.25 * largest[owner]))
-    keep = keep[keep > 0]
-    per_comp = np.bincount(owner[keep], minlength=n + 1)
-    if not (per_comp > 1).any():
-        return comps, 0
-    markers = np.zeros(sub.shape, np.int32)
-    nxt = 1
-    for c in range(1, n + 1):  # components with one core (or none) stay whole
-        if per_comp[c] <= 1:
-            markers[csub == c] = nxt
-            nxt += 1
-    for core in keep:
-        if per_comp[owner[core]] > 1:
-            markers[cores == core] = nxt
-            nxt += 1
-    out = np.zeros(mask.shape, np.int32)
-    out[box] = watershed(-dist, markers, mask=sub)
-    return out, int((per_comp[per_comp > 1] - 1).sum())
 
 
 def _parts(labels: np.ndarray, vol: Volume, min_mm3: float) -> tuple[list[_Part], int]:
@@ -375,9 +339,11 @@ def _disc_id(i: int, t: float, pos: np.ndarray, seq: list[int]) -> int | None:
 def _column(ras: Volume, cfg: InstanceConfig, report: dict) -> tuple[_Column | None, np.ndarray, np.ndarray]:
     """Bodies (ordered superior first), discs on their chain slots, and the two component maps."""
     spacing = np.asarray(ras.spacing)
-    body_lab, report["split_bodies"] = _split_bodies(ras.array == 1, spacing, cfg)
-    bodies, report["dropped_components"]["vertebra"] = _parts(body_lab, ras, cfg.min_body_mm3)
     disc_lab, _ = ndimage.label(ras.array == 2)
+    body_lab, bridged = split_bridged(ras.array == 1, spacing, cfg.min_body_mm3, cfg.split_radius_mm)
+    body_lab, around_disc = split_at_discs(body_lab, disc_lab, spacing, cfg.min_body_mm3)
+    report["split_bodies"] = bridged + around_disc
+    bodies, report["dropped_components"]["vertebra"] = _parts(body_lab, ras, cfg.min_body_mm3)
     discs, report["dropped_components"]["disc"] = _parts(disc_lab, ras, cfg.min_disc_mm3)
     if not bodies:
         return None, body_lab, disc_lab
@@ -450,7 +416,7 @@ def assign_levels(semantic: Volume, *, anchor: str = "auto", n_lumbar: int | Non
         warn.append("no vertebral body found: empty instance map" + (" (discs cannot be labelled alone)" if disc_lab.any() else ""))
         return undo.undo(ras.with_array(out)), report
     if report["split_bodies"]:
-        warn.append(f"{report['split_bodies']} body component(s) merged through a thin bridge were split")
+        warn.append(f"{report['split_bodies']} merged body component(s) split (thin bridge or a disc inside)")
     report["sacrum_score"], report["sacrum_features"] = round(col.score, 3), col.features
 
     n, s1 = len(col.bodies), seq.index(26)

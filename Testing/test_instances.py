@@ -7,7 +7,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
+from SpineSynthSegLib.body_split import split_at_discs
 from SpineSynthSegLib.instances import TRANSITIONAL, InstanceConfig, assign_levels
 from SpineSynthSegLib.io import Volume, reorient
 from SpineSynthSegLib.labels import DISC_OFFSET
@@ -214,6 +216,33 @@ def test_bridge_between_bodies_is_split():
     assert _majority(out.array, expected) == _majority(expected, expected)
     bodies = expected < 100
     assert (out.array[bodies] == expected[bodies]).mean() == 1.0
+
+
+def test_bodies_merged_around_a_partly_segmented_disc_are_cut_at_the_disc():
+    vol, expected, _ = _spine(5)
+    sem = vol.array.copy()
+    disc = expected == 123  # L4-L5: its outer 4 mm become "body", joining L4 and L5 in one component
+    core = ndimage.binary_erosion(disc, iterations=3)
+    sem[disc & ~core] = 1
+    _, n = ndimage.label(sem == 1)
+    assert n == 5  # L1, L2, L3, L4+L5, sacrum
+    out, report = assign_levels(vol.with_array(sem))
+    assert report["split_bodies"] == 1 and report["anchor"] == "sacrum"
+    got, want = _majority(out.array, expected), _majority(expected, expected)
+    assert {k: v for k, v in got.items() if k != 123} == {k: v for k, v in want.items() if k != 123}
+    assert (out.array[core] == 123).all()  # the disc left inside keeps the id of the body above
+    bodies = (expected > 0) & (expected < 100)
+    assert (out.array[bodies] == expected[bodies]).mean() > 0.99
+
+
+def test_bodies_next_to_their_discs_are_not_cut():
+    vol, _, _ = _spine(5)  # the sacrum is 1.8 x the median body and lies under the L5-S1 disc
+    _, report = assign_levels(vol)
+    assert report["split_bodies"] == 0
+    labels, _ = ndimage.label(vol.array == 1)
+    discs, _ = ndimage.label(vol.array == 2)
+    cut, n = split_at_discs(labels, discs, np.asarray(vol.spacing), 300.0, merged_ratio=1.0, side_ratio=0.1)
+    assert n == 0 and (cut == labels).all()  # even with loose thresholds no body straddles a disc plane
 
 
 def test_missing_body_leaves_a_gap():
