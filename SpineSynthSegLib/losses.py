@@ -37,6 +37,8 @@ def marginal_dice_ce(
     dice_weight: float = 1.0,
     ce_weight: float = 1.0,
     smooth: float = 1e-5,
+    derived: torch.Tensor | None = None,
+    unknown: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Soft Dice + cross-entropy on marginalised probabilities.
 
@@ -45,13 +47,23 @@ def marginal_dice_ce(
         target: [B, 1, X, Y, Z] or [B, X, Y, Z] long, classes 0..C-1 (0 where unlabelled).
         labelled: [B, C] bool, which classes each sample labels.
         weight: [B, 1, X, Y, Z] voxel weights (0 = ignore), default all ones.
+        derived: [B, C] bool, classes a sample teaches only by their absence (`absent_class`):
+            labelled for the cross-entropy outside ``unknown``, left out of the Dice term (they
+            have no positive voxel); default none.
+        unknown: [B, 1, X, Y, Z], 1 where a sample's derived classes stay merged into background.
     """
     logits = logits.float()
     if target.dim() == logits.dim():
         target = target[:, 0]
     c = logits.shape[1]
     prob = torch.softmax(logits, 1)
-    merged = torch.einsum("btc,bc...->bt...", merge_matrix(labelled), prob).clamp(1e-7, 1.0)
+    if derived is None:
+        derived = torch.zeros_like(labelled)
+    merged = torch.einsum("btc,bc...->bt...", merge_matrix(labelled | derived), prob)
+    if unknown is not None and bool(derived.any()):
+        marginal = torch.einsum("btc,bc...->bt...", merge_matrix(labelled & ~derived), prob)
+        merged = torch.where(unknown.reshape(target.shape)[:, None] > 0, marginal, merged)
+    merged = merged.clamp(1e-7, 1.0)
     w = torch.ones_like(target, dtype=torch.float32) if weight is None else weight.reshape(target.shape).float()
     onehot = F.one_hot(target, c).movedim(-1, 1).float()
     loss = logits.new_zeros(())
@@ -64,7 +76,7 @@ def marginal_dice_ce(
         inter = (merged * onehot * wv).sum(dims)
         denom = ((merged + onehot) * wv).sum(dims)
         dice = (2 * inter + smooth) / (denom + smooth)  # [B, C]
-        fg = labelled.clone()
+        fg = labelled & ~derived
         fg[:, 0] = False
         if bool(fg.any()):
             loss = loss + dice_weight * (1 - dice[fg]).mean()

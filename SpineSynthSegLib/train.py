@@ -36,7 +36,7 @@ from .model import (
 )
 from .synthesis.pipeline import SynthesisConfig, SynthesisPipeline
 from .synthesis.sampling import make_generator
-from .train_data import load_training_maps, load_validation_cases, sampling_weights, synth_batch
+from .train_data import ABSENT_CLASS_MODES, load_training_maps, load_validation_cases, sampling_weights, synth_batch
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)
     synthesis: dict[str, Any] = field(default_factory=dict)
     source_weights: dict[str, float] = field(default_factory=dict)  # manifest source -> share of samples
+    absent_class: str = "marginal"  # marginal | derived: see train_data.load_training_maps
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "checkpoint_every", "validate_every", "keep_best"):
@@ -82,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
+        if self.absent_class not in ABSENT_CLASS_MODES:
+            raise ValueError(f"absent_class must be one of {ABSENT_CLASS_MODES}, got {self.absent_class!r}")
 
     @classmethod
     def load(cls, path: str | Path) -> tuple[TrainConfig, Path]:
@@ -184,7 +187,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
         torch.set_num_threads(cfg.threads)
     run_dir = _resolve(base, cfg.output_dir) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    maps = load_training_maps(_resolve(base, cfg.labelmaps), cfg.spacing)
+    maps = load_training_maps(_resolve(base, cfg.labelmaps), cfg.spacing, absent_class=cfg.absent_class)
     probabilities = sampling_weights(maps, cfg.source_weights)
     synth_cfg = SynthesisConfig.from_dict(cfg.synthesis)
     pipeline = SynthesisPipeline(synth_cfg)
@@ -222,10 +225,11 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     bar = _progress(step, end, progress and rank == 0)
     t_last = time.perf_counter()
     while step < end:
-        image, target, weight, labelled = synth_batch(maps, pipeline, cfg.batch_size, cfg.patch_size, gen, dev, probabilities)
+        b = synth_batch(maps, pipeline, cfg.batch_size, cfg.patch_size, gen, dev, probabilities)
         with autocast_for(dev, cfg.amp):
-            logits = model(image)
-        loss = marginal_dice_ce(logits, target, labelled, weight, cfg.dice_weight, cfg.ce_weight)
+            logits = model(b.image)
+        loss = marginal_dice_ce(logits, b.target, b.labelled, b.weight, cfg.dice_weight, cfg.ce_weight,
+                                derived=b.derived, unknown=b.unknown)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)

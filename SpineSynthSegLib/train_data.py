@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .absent_class import derived_disc_supervision
 from .io import read_image, read_labels, reorient
 from .labels import DISC_OFFSET, VERTEBRA_NAMES, LabelEntry, LabelTable, sidecar_path
 from .synthesis.pipeline import LabelBatch, SynthesisPipeline
@@ -23,6 +24,7 @@ from .synthesis.pipeline import LabelBatch, SynthesisPipeline
 log = logging.getLogger(__name__)
 
 N_CLASSES = 3  # background, vertebral body, disc
+ABSENT_CLASS_MODES = ("marginal", "derived")
 
 
 def semantic_lut(max_id: int = 256) -> np.ndarray:
@@ -61,15 +63,22 @@ class TrainingMap:
     batch: LabelBatch  # B = 1, semantic targets per compact label
     weight: torch.Tensor  # [1, 1, X, Y, Z]
     labelled: torch.Tensor  # [1, C] bool
+    derived: torch.Tensor | None = None  # [1, C] bool: classes taught by their absence (absent_class.py)
+    unknown: torch.Tensor | None = None  # [1, 1, X, Y, Z]: where the derived classes stay marginal
 
 
-def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom", "vb2native", "ivdnative")) -> list[TrainingMap]:
+def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom", "vb2native", "ivdnative"),
+                       absent_class: str = "marginal") -> list[TrainingMap]:
     """Load every map listed in ``folder/manifest.json``; checks the spacing matches.
 
     Maps whose source is in ``full_span_sources`` hold no unlabelled anatomy (phantoms, label-only
     masks on random backgrounds), so their loss covers the whole map; maps made from real or CT
-    images are restricted to their labelled span.
+    images are restricted to their labelled span. ``absent_class``: 'marginal' leaves a class a
+    map does not label to the marginal loss; 'derived' supervises it where its absence is known
+    (`absent_class.derived_disc_supervision`).
     """
+    if absent_class not in ABSENT_CLASS_MODES:
+        raise ValueError(f"absent_class must be one of {ABSENT_CLASS_MODES}, got {absent_class!r}")
     folder = Path(folder)
     manifest = json.loads((folder / "manifest.json").read_text())
     entries = manifest["maps"] if isinstance(manifest, dict) else manifest
@@ -85,8 +94,13 @@ def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom"
         lb = LabelBatch.from_array(vol.array, sem_table, vol.spacing)
         targets = table.target_map(vol.array)
         weight = span_weight(targets, full=e.get("source") in full_span_sources)
-        labelled = torch.tensor([[True, bool(e.get("has_body")), bool(e.get("has_disc"))]])
-        maps.append(TrainingMap(e.get("name", path.stem), e.get("source", "unknown"), lb, torch.from_numpy(weight)[None, None], labelled))
+        flags = [True, bool(e.get("has_body")), bool(e.get("has_disc"))]
+        derived, unknown = [False] * N_CLASSES, None
+        if absent_class == "derived":
+            derived, unknown = derived_disc_supervision(e.get("source", "unknown"), targets, flags)
+        maps.append(TrainingMap(e.get("name", path.stem), e.get("source", "unknown"), lb, torch.from_numpy(weight)[None, None],
+                                torch.tensor([flags]), torch.tensor([derived]),
+                                None if unknown is None else torch.from_numpy(unknown.astype(np.float32))[None, None]))
     log.info("loaded %d training maps from %s", len(maps), folder)
     return maps
 
@@ -107,21 +121,37 @@ def sampling_weights(maps: list[TrainingMap], source_weights: dict[str, float] |
     return (w / w.sum()).float()
 
 
-def synth_batch(maps: list[TrainingMap], pipeline: SynthesisPipeline, batch_size: int, patch, generator: torch.Generator, device, probabilities: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Draw ``batch_size`` maps and synthesize one patch from each: (image, target, weight, labelled)."""
+def synth_batch(maps: list[TrainingMap], pipeline: SynthesisPipeline, batch_size: int, patch, generator: torch.Generator, device, probabilities: torch.Tensor | None = None) -> SynthBatch:
+    """Draw ``batch_size`` maps and synthesize one patch from each (`SynthBatch`)."""
     if probabilities is None:
         probabilities = torch.full((len(maps),), 1.0 / len(maps))
     u = torch.rand((batch_size,), generator=generator, device=generator.device).cpu()
     idx = torch.searchsorted(torch.cumsum(probabilities.double(), 0), u.double()).clamp(max=len(maps) - 1).tolist()
-    images, targets, weights, labelled = [], [], [], []
+    images, targets, aux, labelled, derived = [], [], [], [], []
     for i in idx:  # maps differ in shape, so each is deformed and cropped on its own
         m = maps[i]
-        out = pipeline(m.batch.to(device), generator, out_shape=patch, aux=m.weight.to(device))
+        unknown = torch.zeros_like(m.weight) if m.unknown is None else m.unknown
+        out = pipeline(m.batch.to(device), generator, out_shape=patch, aux=torch.cat([m.weight, unknown], 1).to(device))
         images.append(out.image)
         targets.append(out.target)
-        weights.append(out.aux)
+        aux.append(out.aux)
         labelled.append(m.labelled.to(device))
-    return torch.cat(images), torch.cat(targets), torch.cat(weights), torch.cat(labelled)
+        derived.append((torch.zeros_like(m.labelled) if m.derived is None else m.derived).to(device))
+    aux = torch.cat(aux)
+    return SynthBatch(torch.cat(images), torch.cat(targets), aux[:, :1], torch.cat(labelled), torch.cat(derived), aux[:, 1:])
+
+
+@dataclass
+class SynthBatch:
+    """One training batch: images [B, 1, ...], targets [B, 1, ...] (classes), loss weights
+    [B, 1, ...], labelled and derived classes [B, C] and the unknown mask [B, 1, ...] (losses.py)."""
+
+    image: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor
+    labelled: torch.Tensor
+    derived: torch.Tensor
+    unknown: torch.Tensor
 
 
 @dataclass
