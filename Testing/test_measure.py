@@ -17,7 +17,8 @@ from SpineSynthSegLib.io import Volume, read_labels, resample, resample_to, writ
 from SpineSynthSegLib.label_converters import from_reference_case
 from SpineSynthSegLib.measure import genant_grade, height_indices, measure_volume, meyerding_grade
 from SpineSynthSegLib.measure_report import COLUMNS, convert, run_measure
-from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom, phantom_levels, phantom_targets
+from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom, phantom_targets
+from SpineSynthSegLib.phantom_truth import phantom_levels
 
 REQUIRED = ("level", "anterior_height_mm", "middle_height_mm", "posterior_height_mm", "wedge_ratio",
             "biconcavity_ratio", "genant_grade", "anterior_distance_to_next_mm", "posterior_distance_to_next_mm",
