@@ -40,7 +40,8 @@ def inter_body_region(targets: np.ndarray, lr_axis: int = 0) -> np.ndarray:
     Returns:
         bool array of ``targets.shape``.
     """
-    order = [v for v in CRANIOCAUDAL_ORDER if (targets == v).any()]
+    present = set(np.unique(targets).tolist())
+    order = [v for v in CRANIOCAUDAL_ORDER if v in present]
     region = np.zeros(targets.shape, bool)
     moved = np.moveaxis(targets, lr_axis, 0)
     out = np.moveaxis(region, lr_axis, 0)  # a view: writes land in ``region``
