@@ -63,7 +63,7 @@ class TrainingMap:
     batch: LabelBatch  # B = 1, semantic targets per compact label
     weight: torch.Tensor  # [1, 1, X, Y, Z]
     labelled: torch.Tensor  # [1, C] bool
-    derived: torch.Tensor | None = None  # [1, C] bool: classes taught by their absence (absent_class.py)
+    derived: torch.Tensor  # [1, C] bool: classes taught by their absence (absent_class.py)
     unknown: torch.Tensor | None = None  # [1, 1, X, Y, Z]: where the derived classes stay marginal
 
 
@@ -127,31 +127,34 @@ def synth_batch(maps: list[TrainingMap], pipeline: SynthesisPipeline, batch_size
         probabilities = torch.full((len(maps),), 1.0 / len(maps))
     u = torch.rand((batch_size,), generator=generator, device=generator.device).cpu()
     idx = torch.searchsorted(torch.cumsum(probabilities.double(), 0), u.double()).clamp(max=len(maps) - 1).tolist()
-    images, targets, aux, labelled, derived = [], [], [], [], []
+    # the unknown mask travels as a second aux channel only when a drawn map has one (derived mode)
+    carry = any(maps[i].unknown is not None for i in idx)
+    images, targets, aux = [], [], []
     for i in idx:  # maps differ in shape, so each is deformed and cropped on its own
         m = maps[i]
-        unknown = torch.zeros_like(m.weight) if m.unknown is None else m.unknown
-        out = pipeline(m.batch.to(device), generator, out_shape=patch, aux=torch.cat([m.weight, unknown], 1).to(device))
+        extra = [torch.zeros_like(m.weight) if m.unknown is None else m.unknown] if carry else []
+        out = pipeline(m.batch.to(device), generator, out_shape=patch, aux=torch.cat([m.weight, *extra], 1).to(device))
         images.append(out.image)
         targets.append(out.target)
         aux.append(out.aux)
-        labelled.append(m.labelled.to(device))
-        derived.append((torch.zeros_like(m.labelled) if m.derived is None else m.derived).to(device))
     aux = torch.cat(aux)
-    return SynthBatch(torch.cat(images), torch.cat(targets), aux[:, :1], torch.cat(labelled), torch.cat(derived), aux[:, 1:])
+    labelled = torch.cat([maps[i].labelled for i in idx]).to(device)
+    derived = torch.cat([maps[i].derived for i in idx]).to(device)
+    return SynthBatch(torch.cat(images), torch.cat(targets), aux[:, :1], labelled, derived, aux[:, 1:] if carry else None)
 
 
 @dataclass
 class SynthBatch:
     """One training batch: images [B, 1, ...], targets [B, 1, ...] (classes), loss weights
-    [B, 1, ...], labelled and derived classes [B, C] and the unknown mask [B, 1, ...] (losses.py)."""
+    [B, 1, ...], labelled and derived classes [B, C] and the unknown mask [B, 1, ...] (losses.py;
+    None when no drawn map has one)."""
 
     image: torch.Tensor
     target: torch.Tensor
     weight: torch.Tensor
     labelled: torch.Tensor
     derived: torch.Tensor
-    unknown: torch.Tensor
+    unknown: torch.Tensor | None
 
 
 @dataclass

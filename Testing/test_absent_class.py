@@ -112,3 +112,6 @@ def test_derived_maps_load_and_carry_the_unknown_mask_through_synthesis(tmp_path
     b = synth_batch([m], SynthesisPipeline(), 2, (32, 32, 32), gen, "cpu")
     assert b.unknown.shape == b.weight.shape == (2, 1, 32, 32, 32)
     assert set(torch.unique(b.unknown).tolist()) <= {0.0, 1.0} and b.derived.tolist() == [[False, False, True]] * 2
+    plain_b = synth_batch([plain], SynthesisPipeline(), 2, (32, 32, 32), torch.Generator().manual_seed(0), "cpu")
+    assert plain_b.unknown is None  # marginal mode carries no mask
+    assert torch.equal(plain_b.image, b.image) and torch.equal(plain_b.weight, b.weight)  # same draws either way
