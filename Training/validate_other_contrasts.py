@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from SpineSynthSegLib.io import read_image, read_labels
+from SpineSynthSegLib.io import read_labels
 from SpineSynthSegLib.label_converters import from_totalsegmentator, from_tptbox_subregions
 from SpineSynthSegLib.labels import DISC_OFFSET
 from SpineSynthSegLib.metrics import score_prediction, si_axis_of
@@ -65,13 +65,12 @@ def reference(sample: Sample, root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score(sample: Sample, root: Path, pred_dir: Path) -> dict:
-    image = read_image(root / sample.image)
     sem, inst = reference(sample, root)
     stem = Path(sample.image).name.removesuffix(".nii.gz")
-    pred_sem = read_labels(pred_dir / f"{stem}_semantic.nii.gz").array
+    pred = read_labels(pred_dir / f"{stem}_semantic.nii.gz")  # on the input's exact grid
     pred_inst = read_labels(pred_dir / f"{stem}_instances.nii.gz").array
     pred_inst = np.where(pred_inst < DISC_OFFSET, pred_inst, 0)  # levels are scored on bodies
-    result = score_prediction(pred_sem, sem, image.spacing, si_axis_of(image.direction),
+    result = score_prediction(pred.array, sem, pred.spacing, si_axis_of(pred.direction),
                               pred_instances=pred_inst, ref_instances=inst)
     row = {"case": sample.name, "what": sample.what}
     for scope in ("raw", "span"):
