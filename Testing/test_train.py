@@ -196,3 +196,59 @@ def test_deepest_block_runs_in_fp32_under_bf16_autocast():
         y = net(x)
     assert seen == {"out": torch.float32, "above": torch.bfloat16}
     assert torch.isfinite(y).all() and list(net.state_dict()) == keys
+
+
+def test_weight_average_resumes_exactly_and_is_what_checkpoints_hold(recipe):
+    torch.set_num_threads(1)
+    results = {}
+    for name, slices in (("ema_full", (None,)), ("ema_resume", (3, None))):
+        other = json.loads(recipe.read_text())
+        other.update(output_dir=name, ema_decay=0.5)
+        path = recipe.parent / f"{name}.json"
+        path.write_text(json.dumps(other))
+        for max_steps in slices:
+            train(path, device="cpu", max_steps=max_steps, progress=False)
+        results[name] = recipe.parent / name / "tiny"
+    full = load_torch_verified(results["ema_full"] / "state.pt")
+    resumed = load_torch_verified(results["ema_resume"] / "state.pt")
+    assert int(full["ema"]["n_averaged"]) == 6
+    for k, v in full["ema"].items():
+        assert torch.equal(v, resumed["ema"][k]), k
+    shipped = load_checkpoint(results["ema_full"] / "latest.pt")[0].state_dict()
+    raw_differs = False
+    for k, v in shipped.items():
+        assert torch.equal(v, full["ema"]["module." + k]), k
+        raw_differs |= not torch.equal(v, full["model"][k])
+    assert raw_differs
+    # a run started without the average cannot silently resume with one
+    plain = json.loads(recipe.read_text())
+    plain.update(output_dir="ema_switch")
+    path = recipe.parent / "ema_switch.json"
+    path.write_text(json.dumps(plain))
+    train(path, device="cpu", max_steps=2, progress=False)
+    plain["ema_decay"] = 0.9
+    path.write_text(json.dumps(plain))
+    with pytest.raises(ValueError, match="ema_decay"):
+        train(path, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
+def test_weight_average_copy_keeps_its_own_fp32_block():
+    from SpineSynthSegLib.model import ModelConfig, build_network
+    from SpineSynthSegLib.train import fp32_deepest_block, weight_average
+
+    net = build_network(ModelConfig(features=(4, 4, 8, 8, 8, 4)))
+    assert weight_average(net, 0.0) is None
+    ema = weight_average(net, 0.9)
+    for module in (net, ema.module):
+        fp32_deepest_block(module)
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        before = ema.module(x)
+        for p in ema.module.down_4.parameters():
+            p.zero_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            after, reference = ema.module(x), net(x)
+    assert not torch.allclose(before, after.float(), atol=1e-3)  # the copy's block uses the copy's weights
+    assert torch.allclose(before, reference.float(), atol=0.05)
