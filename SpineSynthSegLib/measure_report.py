@@ -25,10 +25,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from .body_geometry import INWARD_SHIFT
 from .errors import InputError
 from .io import Volume, read_image, read_labels, write_bytes_atomic
 from .label_converters import from_spider, from_totalsegmentator, from_verse
-from .measure import GENANT_BANDS, INWARD_SHIFT, MEYERDING_BANDS, Level, measure_volume
+from .measure import GENANT_BANDS, MEYERDING_BANDS, Level, measure_volume
 from .preview import _PALETTE, _to_uint8
 
 log = logging.getLogger(__name__)
