@@ -185,21 +185,28 @@ def validate(net, cases, cfg: TrainConfig, device) -> dict[str, Any]:
     return {"cases": per_case, "groups": means, "score": float(np.mean(list(means.values()))) if means else 0.0}
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed(device: torch.device) -> tuple[int, int, bool]:
+    """(rank, world size, whether this call started the process group) under ``torchrun``.
+
+    NCCL for CUDA ranks, gloo for CPU ranks (so a CPU-only cluster, or a test, runs the same path).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    started = world > 1 and not torch.distributed.is_initialized()
+    if started:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = torch.distributed.get_rank() if world > 1 else 0
-    return rank, world
+    return rank, world, started
 
 
 def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) a training recipe; ``max_steps`` stops early (for tests / time slices)."""
     cfg, base = TrainConfig.load(recipe)
-    rank, world = _distributed()
     if device == "auto":
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:  # one GPU per torchrun rank
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    rank, world, started = _distributed(dev)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run_dir = _resolve(base, cfg.output_dir) / cfg.name
@@ -238,7 +245,9 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
         if rank:  # other ranks: own stream, derived from the step
             gen.manual_seed(cfg.seed + 1000 * rank + step)
         log.info("resumed %s at step %d", run_dir, step)
-    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    model = net
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     shipped = ema.module if ema is not None else net  # the weights validated and written to checkpoints
     val_cases = []
     if rank == 0 and cfg.validation_cases:
@@ -289,6 +298,8 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
             save_checkpoint(run_dir / "latest.pt", shipped, meta)
     if bar is not None:
         bar.close()
+    if started:
+        torch.distributed.destroy_process_group()
     return {"step": step, "best": best, "skipped_steps": skipped, "run_dir": str(run_dir)}
 
 
