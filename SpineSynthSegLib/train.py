@@ -73,6 +73,7 @@ class TrainConfig:
     source_weights: dict[str, float] = field(default_factory=dict)  # manifest source -> share of samples
     absent_class: str = "marginal"  # marginal | derived: see train_data.load_training_maps
     ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of the weights
+    disc_label_sources: tuple[str, ...] = ()  # sources whose disc labels teach the disc class (empty: all)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "checkpoint_every", "validate_every", "keep_best"):
@@ -84,6 +85,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
+        if not isinstance(self.disc_label_sources, tuple) or not all(isinstance(x, str) for x in self.disc_label_sources):
+            raise ValueError(f"disc_label_sources must be a list of source names, got {self.disc_label_sources!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.absent_class not in ABSENT_CLASS_MODES:
@@ -211,7 +214,8 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
         torch.set_num_threads(cfg.threads)
     run_dir = _resolve(base, cfg.output_dir) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    maps = load_training_maps(_resolve(base, cfg.labelmaps), cfg.spacing, absent_class=cfg.absent_class)
+    maps = load_training_maps(_resolve(base, cfg.labelmaps), cfg.spacing, absent_class=cfg.absent_class,
+                              disc_sources=cfg.disc_label_sources or None)
     probabilities = sampling_weights(maps, cfg.source_weights)
     synth_cfg = SynthesisConfig.from_dict(cfg.synthesis)
     pipeline = SynthesisPipeline(synth_cfg)

@@ -18,7 +18,7 @@ import torch
 
 from .absent_class import derived_disc_supervision
 from .io import read_image, read_labels, reorient
-from .labels import DISC_OFFSET, VERTEBRA_NAMES, LabelEntry, LabelTable, sidecar_path
+from .labels import DISC_OFFSET, SEMANTIC_IDS, VERTEBRA_NAMES, LabelEntry, LabelTable, sidecar_path
 from .synthesis.pipeline import LabelBatch, SynthesisPipeline
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,16 @@ class TrainingMap:
 
 
 def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom", "vb2native", "ivdnative"),
-                       absent_class: str = "marginal") -> list[TrainingMap]:
+                       absent_class: str = "marginal", disc_sources: tuple[str, ...] | None = None) -> list[TrainingMap]:
     """Load every map listed in ``folder/manifest.json``; checks the spacing matches.
 
     Maps whose source is in ``full_span_sources`` hold no unlabelled anatomy (phantoms, label-only
     masks on random backgrounds), so their loss covers the whole map; maps made from real or CT
     images are restricted to their labelled span. ``absent_class``: 'marginal' leaves a class a
     map does not label to the marginal loss; 'derived' supervises it where its absence is known
-    (`absent_class.derived_disc_supervision`).
+    (`absent_class.derived_disc_supervision`). ``disc_sources``: the sources whose disc labels teach
+    the disc class (None: all); elsewhere discs stay generation labels, drawn but not taught, as
+    in the body-only maps (sources draw the disc outline differently: see MODEL_CARD.md).
     """
     if absent_class not in ABSENT_CLASS_MODES:
         raise ValueError(f"absent_class must be one of {ABSENT_CLASS_MODES}, got {absent_class!r}")
@@ -90,11 +92,14 @@ def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom"
         if not np.allclose(vol.spacing, spacing, atol=1e-3):
             raise ValueError(f"{path}: spacing {vol.spacing} differs from the training spacing {spacing}")
         table = LabelTable.load(sidecar_path(path))
-        sem_table = LabelTable(tuple(LabelEntry(x.id, x.name, x.tissue, int(lut[x.target])) for x in table.entries))
+        teach_discs = bool(e.get("has_disc")) and (disc_sources is None or e.get("source") in disc_sources)
+        sem = {x.id: int(lut[x.target]) for x in table.entries}
+        sem = {k: v if v != SEMANTIC_IDS["disc"] or teach_discs else 0 for k, v in sem.items()}
+        sem_table = LabelTable(tuple(LabelEntry(x.id, x.name, x.tissue, sem[x.id]) for x in table.entries))
         lb = LabelBatch.from_array(vol.array, sem_table, vol.spacing)
         targets = table.target_map(vol.array)
         weight = span_weight(targets, full=e.get("source") in full_span_sources)
-        flags = [True, bool(e.get("has_body")), bool(e.get("has_disc"))]
+        flags = [True, bool(e.get("has_body")), teach_discs]
         derived, unknown = [False] * N_CLASSES, None
         if absent_class == "derived":
             derived, unknown = derived_disc_supervision(e.get("source", "unknown"), targets, flags)

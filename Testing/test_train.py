@@ -286,3 +286,20 @@ def test_torchrun_two_cpu_ranks_average_their_gradients(recipe):
     assert ddp["step"] == single["step"] == 4
     assert all(torch.isfinite(v).all() for v in ddp["model"].values() if v.is_floating_point())
     assert any(not torch.equal(v, ddp["model"][k]) for k, v in single["model"].items())
+
+
+def test_disc_labels_taught_only_from_chosen_sources(recipe):
+    every = load_training_maps(recipe.parent / "maps", SPACING)
+    only_em = load_training_maps(recipe.parent / "maps", SPACING, disc_sources=("em",))
+    ph, ph_untaught = every[0], only_em[0]
+    assert ph.labelled.tolist() == [[True, True, True]] and ph_untaught.labelled.tolist() == [[True, True, False]]
+    # the discs are still drawn (same generation labels and tissues), only their target is background
+    assert torch.equal(ph.batch.labels, ph_untaught.batch.labels) and torch.equal(ph.batch.tissues, ph_untaught.batch.tissues)
+    disc = ph.batch.targets == 2
+    assert disc.any() and set(ph_untaught.batch.targets[disc].tolist()) == {0}
+    assert torch.equal(ph.batch.targets[~disc], ph_untaught.batch.targets[~disc])
+    assert [m.labelled.tolist() for m in only_em[2:]] == [[[True, True, False]]]  # a body-only map stays so
+    bad = recipe.parent / "bad_sources.json"
+    bad.write_text(json.dumps({"disc_label_sources": "phantom"}))
+    with pytest.raises(ValueError, match="disc_label_sources"):
+        TrainConfig.load(bad)
