@@ -23,7 +23,7 @@ class PreviewSettings:
 
     Attributes:
         mode: 'random' (domain randomization) or 'physics' (signal equations).
-        sequence: one of `synthesis.tissues.SEQUENCES` ('spin_echo', 'inversion_recovery',
+        sequence: one of `synthesis.physics_contrast.SEQUENCES` ('spin_echo', 'inversion_recovery',
             'spoiled_gre', 'water_fat').
         field_strength: T (1.5-3). tr, te, ti: ms. flip_deg: degrees.
         seed: random seed (tissue values, textures and, with ``full_chain``, the augmentation).
@@ -60,7 +60,8 @@ def _fixed_physics(s: PreviewSettings):
     import torch
 
     from .synthesis.physics import fat_null_ti
-    from .synthesis.tissues import SEQUENCES, PhysicsContrast, nominal_fat_t1
+    from .synthesis.physics_contrast import SEQUENCES, PhysicsContrast
+    from .synthesis.tissues import nominal_fat_t1
 
     if s.sequence not in SEQUENCES:
         raise InputError(f"sequence must be one of {SEQUENCES}, got {s.sequence!r}")

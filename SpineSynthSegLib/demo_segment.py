@@ -17,10 +17,10 @@ from .labels import LabelTable, semantic_map, vertebra_name
 from .metrics import dice
 from .preview import _to_uint8, mid_sagittal, overlay
 from .synthesis.intensity import GaussianMixture
+from .synthesis.physics_contrast import PhysicsContrast, nominal_physics_params
 from .synthesis.pipeline import LabelBatch
 from .synthesis.resolution import RandomResolution, ResolutionParams
 from .synthesis.sampling import make_generator
-from .synthesis.tissues import PhysicsContrast, nominal_physics_params
 
 # Spin-echo timings (ms) of a T1-weighted and a T2-weighted sagittal TSE at 1.5 T.
 CONTRASTS = {"T1w": (500.0, 12.0), "T2w": (4000.0, 100.0)}

@@ -10,6 +10,7 @@ import torch
 
 from SpineSynthSegLib.labels import TISSUES
 from SpineSynthSegLib.synthesis import physics as P
+from SpineSynthSegLib.synthesis import physics_contrast as C
 from SpineSynthSegLib.synthesis import tissues as T
 from SpineSynthSegLib.synthesis.sampling import make_generator
 
@@ -21,10 +22,10 @@ def idx(name: str) -> int:
 
 
 def nominal_means(sequence: str, field: float = 1.5, tissues: T.TissueParams | None = None, **kw) -> torch.Tensor:
-    params = T.nominal_physics_params(ALL_IDS, sequence, field_strength=field, **kw)
+    params = C.nominal_physics_params(ALL_IDS, sequence, field_strength=field, **kw)
     if tissues is not None:
         params = dataclasses.replace(params, tissues=tissues)
-    means, _ = T.PhysicsContrast().apply(params)
+    means, _ = C.PhysicsContrast().apply(params)
     return means[0]
 
 
@@ -261,7 +262,7 @@ def test_stir_nulls_fat():
 
 def test_opposed_phase_darkens_half_fat_voxel():
     m = idx("marrow")
-    c = T.PhysicsContrast()
+    c = C.PhysicsContrast()
     for field in (1.5, 3.0):
         tissues = T.nominal_tissue_parameters(ALL_IDS, torch.tensor([field]))
         tissues.fat_fraction[0, m] = 0.5
@@ -272,7 +273,7 @@ def test_opposed_phase_darkens_half_fat_voxel():
         # relative to the water-only cord, the marrow drops on the opposed-phase echo
         ratio = []
         for out in ("in_phase", "opposed_phase"):
-            params = T.nominal_physics_params(ALL_IDS, "water_fat", field, tr=10.0, flip_deg=15.0, dixon_output=out)
+            params = C.nominal_physics_params(ALL_IDS, "water_fat", field, tr=10.0, flip_deg=15.0, dixon_output=out)
             means, _ = c.apply(dataclasses.replace(params, tissues=tissues))
             ratio.append(float(means[0, m] / means[0, idx("cord")]))
         assert ratio[1] < 0.6 * ratio[0]
@@ -282,9 +283,9 @@ def test_fatty_marrow_brighter_on_t1w():
     tissues = T.nominal_tissue_parameters(torch.tensor([[idx("marrow"), idx("marrow")]]), torch.tensor([1.5]))
     tissues.fat_fraction[0] = torch.tensor([0.25, 0.75])
     params = dataclasses.replace(
-        T.nominal_physics_params(torch.tensor([[idx("marrow"), idx("marrow")]]), "spin_echo", tr=500.0, te=15.0),
+        C.nominal_physics_params(torch.tensor([[idx("marrow"), idx("marrow")]]), "spin_echo", tr=500.0, te=15.0),
         tissues=tissues)
-    means, _ = T.PhysicsContrast().apply(params)
+    means, _ = C.PhysicsContrast().apply(params)
     assert means[0, 1] > means[0, 0]
 
 
@@ -296,7 +297,7 @@ def _ids(b: int = 4) -> torch.Tensor:
 
 
 def test_physics_contrast_shapes_dtype_range():
-    contrast = T.PhysicsContrast()
+    contrast = C.PhysicsContrast()
     means, stds = contrast(_ids(8), make_generator(0))
     assert means.shape == stds.shape == (8, len(TISSUES))
     assert means.dtype == stds.dtype == torch.float32 and means.device == torch.device("cpu")
@@ -306,7 +307,7 @@ def test_physics_contrast_shapes_dtype_range():
 
 
 def test_physics_contrast_determinism():
-    contrast = T.PhysicsContrast()
+    contrast = C.PhysicsContrast()
     a = contrast(_ids(), make_generator(5))
     b = contrast(_ids(), make_generator(5))
     c = contrast(_ids(), make_generator(6))
@@ -315,16 +316,16 @@ def test_physics_contrast_determinism():
 
 
 def test_physics_contrast_sequence_parameters():
-    contrast = T.PhysicsContrast(field_strength=1.5, sequence_weights={"inversion_recovery": 1.0})
+    contrast = C.PhysicsContrast(field_strength=1.5, sequence_weights={"inversion_recovery": 1.0})
     p = contrast.sample(_ids(32), make_generator(0))
     assert (p.sequence == 1).all()
     nominal_ti = float(P.fat_null_ti(p.tr[0], T.nominal_fat_t1(torch.tensor(1.5))))
     assert p.ti.min() >= 0.85 * nominal_ti and p.ti.max() <= 1.15 * nominal_ti
     assert p.tr.min() >= 2500 and p.te.max() <= 80
-    p = T.PhysicsContrast(sequence_weights={"water_fat": 1.0}).sample(_ids(32), make_generator(1))
+    p = C.PhysicsContrast(sequence_weights={"water_fat": 1.0}).sample(_ids(32), make_generator(1))
     te_opp, te_in = P.dixon_echo_times(p.field_strength)
     torch.testing.assert_close(p.te, torch.where(p.dixon_output == 0, te_in, te_opp))
-    p = T.PhysicsContrast(sequence_weights={"spoiled_gre": 1.0}).sample(_ids(64), make_generator(2))
+    p = C.PhysicsContrast(sequence_weights={"spoiled_gre": 1.0}).sample(_ids(64), make_generator(2))
     assert (p.te <= 0.8 * p.tr + 1e-5).all() and p.flip_deg.min() >= 5 and p.flip_deg.max() <= 40
 
 
@@ -341,29 +342,29 @@ def test_physics_contrast_sequence_parameters():
 ])
 def test_physics_contrast_rejects_bad_config(kwargs, name):
     with pytest.raises(ValueError, match=name):
-        T.PhysicsContrast(**kwargs)
+        C.PhysicsContrast(**kwargs)
 
 
 def test_physics_contrast_rejects_unknown_tissue_and_qmri_bad_ranges():
     with pytest.raises(ValueError, match="tissue_ids"):
-        T.PhysicsContrast()(torch.tensor([[0, 99]]), make_generator(0))
+        C.PhysicsContrast()(torch.tensor([[0, 99]]), make_generator(0))
     with pytest.raises(ValueError, match="tr"):
         P.QMRISynthesizer(tr=(-1.0, 100.0))
     with pytest.raises(ValueError, match="te"):
         P.QMRISynthesizer(te=(100.0, 5.0))
     with pytest.raises(ValueError, match="sequence"):
-        T.nominal_physics_params(ALL_IDS, "epi")
+        C.nominal_physics_params(ALL_IDS, "epi")
 
 
 def test_lazy_reexports():
-    assert P.PhysicsContrast is T.PhysicsContrast and P.TissueParams is T.TissueParams
+    assert P.PhysicsContrast is C.PhysicsContrast and P.TissueParams is T.TissueParams
     with pytest.raises(AttributeError):
         P.does_not_exist  # noqa: B018
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
 def test_cuda_matches_cpu():
-    contrast = T.PhysicsContrast()
+    contrast = C.PhysicsContrast()
     ids = _ids(4)
     cpu = contrast(ids, make_generator(7))
     gpu = contrast(ids.cuda(), make_generator(7))

@@ -170,7 +170,7 @@ def test_mirrored_constants_match_the_library(tree):
     values = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
               for t in n.targets if isinstance(t, ast.Name) and t.id in ("SEQUENCES", "CONVENTIONS")}
     from SpineSynthSegLib.measure_report import CONVENTIONS
-    from SpineSynthSegLib.synthesis.tissues import SEQUENCES
+    from SpineSynthSegLib.synthesis.physics_contrast import SEQUENCES
 
     assert values == {"SEQUENCES": tuple(SEQUENCES), "CONVENTIONS": tuple(CONVENTIONS)}
 

@@ -323,13 +323,14 @@ class QMRISynthesizer(torch.nn.Module):
         return self.apply(m, self.sample(m.t1.shape[0], generator, m.t1.device))
 
 
-_TISSUE_EXPORTS = ("PhysicsContrast", "PhysicsParams", "TissueParams", "TISSUE_TABLE", "sample_tissue_parameters",
-                   "nominal_tissue_parameters", "nominal_physics_params")
+_LAZY_EXPORTS = {"PhysicsContrast": "physics_contrast", "PhysicsParams": "physics_contrast",
+                 "nominal_physics_params": "physics_contrast", "TissueParams": "tissues", "TISSUE_TABLE": "tissues",
+                 "sample_tissue_parameters": "tissues", "nominal_tissue_parameters": "tissues"}
 
 
 def __getattr__(name: str) -> object:  # PEP 562: re-export the tissue side without an import cycle
-    if name in _TISSUE_EXPORTS:
-        from . import tissues
+    if name in _LAZY_EXPORTS:
+        import importlib
 
-        return getattr(tissues, name)
+        return getattr(importlib.import_module(f".{_LAZY_EXPORTS[name]}", __package__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

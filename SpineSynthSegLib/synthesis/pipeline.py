@@ -19,10 +19,10 @@ import torch
 
 from ..labels import TISSUES, LabelTable
 from .intensity import BiasField, Gamma, GaussianMixture, Noise, gather_per_label, minmax_normalize, robust_normalize
+from .physics_contrast import SEQUENCES, PhysicsContrast
 from .resolution import RandomResolution
 from .sampling import Choice, Normal
 from .spatial import RandomSpatial
-from .tissues import SEQUENCES, PhysicsContrast
 
 MODES = ("random", "physics", "mixed")
 
