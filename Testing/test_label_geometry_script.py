@@ -1,0 +1,50 @@
+"""Training/label_geometry.py: thickness and area of boxes, per-map medians, the table."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TRAINING = Path(__file__).resolve().parents[1] / "Training"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("label_geometry", TRAINING / "label_geometry.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+@pytest.mark.parametrize("si_axis", [0, 2])
+def test_box_thickness_and_area_in_mm(script, si_axis):
+    spacing = (2.0, 1.5, 1.0)
+    mask = np.zeros((20, 30, 40), bool)
+    mask[2:7, 3:13, 5:25] = True  # 5 x 10 x 20 voxels
+    extent_mm = np.array([5, 10, 20]) * spacing
+    t, a = script.thickness(mask, spacing, si_axis)
+    assert t == pytest.approx(extent_mm[si_axis])
+    assert a == pytest.approx(np.prod(np.delete(extent_mm, si_axis)))
+    with pytest.raises(ValueError, match="empty"):
+        script.thickness(np.zeros_like(mask), spacing, si_axis)
+
+
+def test_medians_over_lumbar_bodies_and_discs_only(script):
+    t = np.zeros((60, 10, 10), np.int32)
+    t[0:20, :5, :5] = 20  # L1: 20 mm thick (axis 0 is S-I here)
+    t[20:26, :5, :5] = 120  # L1-L2 disc: 6 mm
+    t[26:48, :5, :5] = 21  # L2: 22 mm
+    t[48:60, :5, :5] = 9  # C? a cervical body: not lumbar, ignored
+    out = script.structure_medians(t, (1.0, 1.0, 1.0), 0)
+    assert out["body"] == pytest.approx((21.0, 25.0)) and out["disc"] == pytest.approx((6.0, 25.0))
+    assert script.structure_medians(np.zeros_like(t), (1.0, 1.0, 1.0), 0) == {"body": None, "disc": None}
+    text = script.table({"phantom": {"body": [(20.0, 1000.0), (22.0, 1200.0)], "disc": [(9.0, 900.0)]}})
+    assert "| phantom | 2 | 21.0 (20.5-21.5) | 1100 (1050-1150) | 9.0 (9.0-9.0) | 900 (900-900) |" in text
