@@ -223,9 +223,11 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
 
 
 def check_image(vol: Volume, source: str) -> Volume:
-    """Reject empty, non-finite or constant intensity volumes (raises InputError)."""
+    """Reject empty, single-slice, non-finite or constant intensity volumes (raises InputError)."""
     if vol.array.size == 0 or 0 in vol.shape:
         raise InputError(f"empty volume (shape {vol.shape})", source)
+    if 1 in vol.shape:  # a 2D slice stored as 3D: nothing to segment or synthesize across slices
+        raise InputError(f"a single slice (shape {vol.shape}): a 3D volume is needed", source)
     data = vol.array
     if np.issubdtype(data.dtype, np.floating):
         bad = ~np.isfinite(data)

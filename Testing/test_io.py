@@ -746,6 +746,10 @@ def test_check_image_and_labels_reject_empty():
     with pytest.raises(InputError) as exc:
         check_labels(empty, "empty_lab.nii")
     _assert_input_error(exc, "empty_lab.nii", "empty")
+    one_slice = Volume(np.random.default_rng(0).random((1, 64, 64)).astype(np.float32))
+    with pytest.raises(InputError) as exc:
+        check_image(one_slice, "slice_img.nii")
+    _assert_input_error(exc, "slice_img.nii", "single slice")
 
 
 def test_check_image_accepts_normal_volume():
