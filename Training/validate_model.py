@@ -7,7 +7,8 @@ Real images are used for validation only. Writes the segment outputs and an eval
 (per-case CSV, summary JSON, HTML) scored raw and within the labelled span (shared/data/README.md).
 ``--levels`` scores level naming instead, on every case with level labels (VB3: L1-L5 bodies, IVD:
 L1-L2..L5-S1 discs): a reference level is right when the prediction's instance of the same name
-overlaps it with Dice >= 0.5 inside the labelled span.
+overlaps it with Dice >= 0.5 inside the labelled span. ``--levels --relevel runs/levels/pred`` names
+the levels again on an earlier run's semantic maps without the network (seconds, for rule work).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from SpineSynthSegLib.evaluate import run_evaluate
 from SpineSynthSegLib.inference import InferenceConfig
+from SpineSynthSegLib.instances import assign_levels
+from SpineSynthSegLib.io import read_labels, write_volume
 from SpineSynthSegLib.segment_files import run_segment
 from SpineSynthSegLib.training_data import VALIDATION_CASES
 
@@ -61,6 +64,17 @@ def segment_cases(model: str | Path, data: Path, cases: list[str], out: Path, tt
                        progress=False)
 
 
+def relevel(pred: Path, cases: list[str], out: Path) -> None:
+    """Instances named by the current `assign_levels` from the semantic maps saved in ``pred``."""
+    out.mkdir(parents=True, exist_ok=True)
+    for case in cases:
+        semantic = read_labels(pred / f"{case}_img_semantic.nii.gz")
+        instances, report = assign_levels(semantic)
+        write_volume(semantic, out / f"{case}_img_semantic.nii.gz")
+        write_volume(instances, out / f"{case}_img_instances.nii.gz")
+        (out / f"{case}_img_levels.json").write_text(json.dumps(report, indent=1, default=str))
+
+
 def level_cases(data: Path) -> list[str]:
     """Cases whose labels name levels: VB3 (1..5 = L1..L5) and IVD (1..5 = L5-S1..L1-L2)."""
     return sorted(p.name.split("_img")[0] for p in (data / "images").glob("*_img.nii.gz")
@@ -81,18 +95,29 @@ def level_accuracy(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="checkpoint to validate (not needed with --relevel)")
     p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--out", default="runs/validation")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--cases", nargs="*", default=list(VALIDATION_CASES))
     p.add_argument("--levels", action="store_true", help="score level naming on every VB3/IVD case")
+    p.add_argument("--relevel", metavar="PRED_DIR",
+                   help="with --levels: name the levels again on the semantic maps of an earlier --levels run "
+                        "(PRED_DIR/<case>_img_semantic.nii.gz) instead of segmenting; for work on the level rules")
     args = p.parse_args(argv)
     data = Path(args.shared) / "lumbar_mri"
     out = Path(args.out)
+    if args.relevel and not args.levels:
+        p.error("--relevel needs --levels")
+    if not (args.model or args.relevel):
+        p.error("--model is required")
     if args.levels:
         cases = level_cases(data)
-        results = segment_cases(args.model, data, cases, out / "pred", args.tta)
+        if args.relevel:
+            relevel(Path(args.relevel), cases, out / "pred")
+            results = []
+        else:
+            results = segment_cases(args.model, data, cases, out / "pred", args.tta)
         with tempfile.TemporaryDirectory() as tmp:
             ref, groups = reference_set(data, cases, Path(tmp))
             summary = run_evaluate(out / "pred", ref, out / "report", groups_csv=groups, convention_ref="reference",
