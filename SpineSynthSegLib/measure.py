@@ -6,7 +6,7 @@ endplate planes and the reduction of whole-vertebra masks to the body: `body_geo
 In the mid-sagittal plane (after Schneider et al. 2023, seed 004: bounding trapezoid, lines 10 %
 inward) the depth is the robust bounding rectangle of the section (80th percentile of the wall
 positions sampled at 15-85 % of the centre height). The anterior / posterior height lines run
-parallel to ``u``, ``INWARD_SHIFT`` x depth inside the innermost of the walls measured near both
+parallel to ``u``, ``body_geometry.INWARD_SHIFT`` x depth inside the innermost of the walls measured near both
 endplates (10-30 % of the height from each; a leaning wall never leaves a line outside the body),
 the middle line halfway. A height is the distance between the outermost 0.5 crossings of the
 linearly interpolated mask along its line (the farthest segmented points, sub-voxel), averaged

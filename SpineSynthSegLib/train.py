@@ -11,6 +11,7 @@ Multi-GPU: launch with ``torchrun``; each rank draws its own samples, rank 0 val
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -85,8 +86,13 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
+        if isinstance(self.disc_label_sources, list):
+            object.__setattr__(self, "disc_label_sources", tuple(self.disc_label_sources))
         if not isinstance(self.disc_label_sources, tuple) or not all(isinstance(x, str) for x in self.disc_label_sources):
             raise ValueError(f"disc_label_sources must be a list of source names, got {self.disc_label_sources!r}")
+        if self.disc_label_sources and self.absent_class != "marginal":
+            raise ValueError("disc_label_sources works with absent_class 'marginal' only (derived supervision "
+                             "would teach 'no disc' on the discs it leaves untaught)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.absent_class not in ABSENT_CLASS_MODES:
@@ -196,7 +202,14 @@ def _distributed(device: torch.device) -> tuple[int, int, bool]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     started = world > 1 and not torch.distributed.is_initialized()
     if started:
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if device.index != local:
+                raise ValueError(f"under torchrun each rank uses its own GPU: device {device} but LOCAL_RANK {local}")
+            torch.cuda.set_device(device)
+        # the other ranks wait in the next all-reduce while rank 0 validates (twice with ema_decay)
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                             timeout=datetime.timedelta(hours=1))
     rank = torch.distributed.get_rank() if world > 1 else 0
     return rank, world, started
 
@@ -222,7 +235,13 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     model_cfg = ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items()})
     torch.manual_seed(cfg.seed)
     net = build_network(model_cfg).to(dev)
-    ema = weight_average(net, cfg.ema_decay)  # copied before the fp32 patch, which binds to its module
+    state_path = run_dir / "state.pt"
+    if cfg.init_from and not state_path.exists():
+        start = load_checkpoint(_resolve(base, cfg.init_from))[0]
+        net.load_state_dict(start.state_dict())
+        log.info("weights initialised from %s", cfg.init_from)
+    # the average starts from the initial weights; copied before the fp32 patch, which binds to its module
+    ema = weight_average(net, cfg.ema_decay) if rank == 0 else None
     if dev.type == "cpu" and resolve_amp(inference_amp(cfg.amp), dev) is torch.bfloat16:
         for module in (net, ema.module) if ema is not None else (net,):
             fp32_deepest_block(module)
@@ -230,11 +249,6 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     gen = make_generator(cfg.seed + 1000 * rank, dev)
     step, best, skipped = 0, [], 0
-    state_path = run_dir / "state.pt"
-    if cfg.init_from and not state_path.exists():
-        start = load_checkpoint(_resolve(base, cfg.init_from))[0]
-        net.load_state_dict(start.state_dict())
-        log.info("weights initialised from %s", cfg.init_from)
     if state_path.exists():
         state = load_torch_verified(state_path)
         net.load_state_dict(state["model"])

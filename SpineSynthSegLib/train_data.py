@@ -77,7 +77,7 @@ def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom"
     map does not label to the marginal loss; 'derived' supervises it where its absence is known
     (`absent_class.derived_disc_supervision`). ``disc_sources``: the sources whose disc labels teach
     the disc class (None: all); elsewhere discs stay generation labels, drawn but not taught, as
-    in the body-only maps (sources draw the disc outline differently: see MODEL_CARD.md).
+    in the body-only maps (sources draw discs differently: `Training/label_geometry.py`).
     """
     if absent_class not in ABSENT_CLASS_MODES:
         raise ValueError(f"absent_class must be one of {ABSENT_CLASS_MODES}, got {absent_class!r}")
@@ -85,6 +85,10 @@ def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom"
     manifest = json.loads((folder / "manifest.json").read_text())
     entries = manifest["maps"] if isinstance(manifest, dict) else manifest
     lut = semantic_lut()
+    unknown_sources = sorted(set(disc_sources or ()) - {e.get("source") for e in entries})
+    if unknown_sources:
+        raise ValueError(f"disc sources {unknown_sources} are not in {folder / 'manifest.json'} "
+                         f"(sources: {sorted({e.get('source') for e in entries})})")
     maps = []
     for e in entries:
         path = folder / Path(e["path"]).name if not Path(e["path"]).is_absolute() else Path(e["path"])

@@ -42,7 +42,7 @@ def test_medians_over_lumbar_bodies_and_discs_only(script):
     t[0:20, :5, :5] = 20  # L1: 20 mm thick (axis 0 is S-I here)
     t[20:26, :5, :5] = 120  # L1-L2 disc: 6 mm
     t[26:48, :5, :5] = 21  # L2: 22 mm
-    t[48:60, :5, :5] = 9  # C? a cervical body: not lumbar, ignored
+    t[48:60, :5, :5] = 9  # T2: not lumbar, ignored
     out = script.structure_medians(t, (1.0, 1.0, 1.0), 0)
     assert out["body"] == pytest.approx((21.0, 25.0)) and out["disc"] == pytest.approx((6.0, 25.0))
     assert script.structure_medians(np.zeros_like(t), (1.0, 1.0, 1.0), 0) == {"body": None, "disc": None}

@@ -244,14 +244,19 @@ def test_weight_average_copy_keeps_its_own_fp32_block():
     for module in (net, ema.module):
         fp32_deepest_block(module)
     x = torch.rand(1, 1, 32, 32, 32)
+    seen = {}
+    ema.module.down_4.register_forward_hook(lambda m, i, o: seen.update(dtype=o.dtype))
     with torch.no_grad():
-        before = ema.module(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ema.module(x)
+        assert seen["dtype"] == torch.float32  # the copy is patched too
+        before_net, before_copy = net(x), ema.module(x)
+        assert torch.equal(before_net, before_copy)
         for p in ema.module.down_4.parameters():
             p.zero_()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            after, reference = ema.module(x), net(x)
-    assert not torch.allclose(before, after.float(), atol=1e-3)  # the copy's block uses the copy's weights
-    assert torch.allclose(before, reference.float(), atol=0.05)
+        # fp32, no autocast: the copy's block must run the copy's (now zero) weights, not the original's
+        assert not torch.equal(ema.module(x), before_copy)
+        assert torch.equal(net(x), before_net)
 
 
 def test_torchrun_two_cpu_ranks_average_their_gradients(recipe):
@@ -303,3 +308,11 @@ def test_disc_labels_taught_only_from_chosen_sources(recipe):
     bad.write_text(json.dumps({"disc_label_sources": "phantom"}))
     with pytest.raises(ValueError, match="disc_label_sources"):
         TrainConfig.load(bad)
+
+
+def test_disc_sources_must_exist_and_need_the_marginal_loss(recipe):
+    with pytest.raises(ValueError, match="ivdnatve"):
+        load_training_maps(recipe.parent / "maps", SPACING, disc_sources=("ivdnatve",))
+    with pytest.raises(ValueError, match="marginal"):
+        TrainConfig(disc_label_sources=("phantom",), absent_class="derived")
+    assert TrainConfig(disc_label_sources=["phantom"]).disc_label_sources == ("phantom",)

@@ -8,7 +8,9 @@ trained on all of them learns a blend, and is scored against one of them. For ev
 (L1-L5) and lumbar disc this prints, per source, the mean superior-inferior thickness (volume /
 area of its projection along the superior-inferior axis, mm) and the projected area (mm^2),
 median and quartiles over maps (the median over a map's structures first). The validation cases'
-reference labels (lumbar_mri VB2/VB3 bodies, IVD discs) are the last rows.
+reference labels (lumbar_mri VB2/VB3 bodies, IVD discs) are the last rows. Thickness is taken along
+the image's superior-inferior axis, so a structure tilted by theta reads about t / cos(theta) (the
+lordotic L5-S1 disc most): compare sources, not absolute anatomy.
 """
 
 from __future__ import annotations

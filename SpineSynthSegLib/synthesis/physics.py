@@ -10,8 +10,8 @@ All PyTorch, batched and device-agnostic (device and dtype follow the inputs):
   (eq. 5), `synthesize_from_qmri` (eq. 6), `clean_qmri_maps` (625 ms clipping and a 3x3 in-plane
   median filter) and the random `QMRISynthesizer`.
 
-The tissue table and the per-label physics contrasts (`PhysicsContrast`, `TissueParams`,
-`sample_tissue_parameters`) live in `tissues.py` and are re-exported here lazily.
+The tissue table (`TissueParams`, `sample_tissue_parameters`: `tissues.py`) and the per-label
+physics contrasts (`PhysicsContrast`: `physics_contrast.py`) are re-exported here lazily.
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ _LAZY_EXPORTS = {"PhysicsContrast": "physics_contrast", "PhysicsParams": "physic
                  "sample_tissue_parameters": "tissues", "nominal_tissue_parameters": "tissues"}
 
 
-def __getattr__(name: str) -> object:  # PEP 562: re-export the tissue side without an import cycle
+def __getattr__(name: str) -> object:  # PEP 562: physics_contrast imports this module, hence lazily
     if name in _LAZY_EXPORTS:
         import importlib
 
