@@ -19,10 +19,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from SpineSynthSegLib.evaluate import run_evaluate
 from SpineSynthSegLib.inference import InferenceConfig
 from SpineSynthSegLib.instances import assign_levels
-from SpineSynthSegLib.io import read_labels, write_volume
+from SpineSynthSegLib.io import read_image, read_labels, write_volume
 from SpineSynthSegLib.segment_files import run_segment
 from SpineSynthSegLib.training_data import VALIDATION_CASES
 
@@ -57,11 +59,36 @@ def reference_set(data: Path, cases: list[str], tmp: Path) -> tuple[Path, Path]:
     return ref, groups
 
 
-def segment_cases(model: str | Path, data: Path, cases: list[str], out: Path, tta: bool = False) -> list:
+REMAPS = ("none", "invert", "gamma0.5", "gamma2")
+
+
+def remap_intensity(array: np.ndarray, kind: str) -> np.ndarray:
+    """The image with its contrast changed: intensities clipped to their 0.5 / 99.5 % quantiles and
+    scaled to [0, 1], then inverted (bright <-> dark: a T2-like image gets T1-like tissue order for
+    fluid, disc and marrow) or raised to a power (gamma 0.5 brightens the darks, 2 darkens them)."""
+    if kind not in REMAPS:
+        raise ValueError(f"remap must be one of {REMAPS}, got {kind!r}")
+    if kind == "none":
+        return array
+    lo, hi = np.percentile(array, [0.5, 99.5])
+    x = np.clip((array.astype(np.float32) - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return 1.0 - x if kind == "invert" else x ** float(kind.removeprefix("gamma"))
+
+
+def segment_cases(model: str | Path, data: Path, cases: list[str], out: Path, tta: bool = False,
+                  remap: str = "none") -> list:
     """Segment the real images of ``cases`` into ``out`` (validation only: never training images)."""
     images = [data / "images" / f"{c}_img.nii.gz" for c in cases]
-    return run_segment(images, out, model_path=model, config=InferenceConfig(tta_flip=tta), overwrite=True,
-                       progress=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        if remap != "none":  # same file names, so outputs and scoring are unchanged
+            remapped = []
+            for path in images:
+                vol = read_image(path)
+                remapped.append(Path(tmp) / path.name)
+                write_volume(vol.with_array(remap_intensity(vol.array, remap)), remapped[-1])
+            images = remapped
+        return run_segment(images, out, model_path=model, config=InferenceConfig(tta_flip=tta), overwrite=True,
+                           progress=False)
 
 
 def relevel(pred: Path, cases: list[str], out: Path) -> None:
@@ -99,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--out", default="runs/validation")
     p.add_argument("--tta", action="store_true")
+    p.add_argument("--remap", choices=REMAPS, default="none",
+                   help="change the images' contrast first (a robustness check on contrasts the groups lack)")
     p.add_argument("--cases", nargs="*", default=list(VALIDATION_CASES))
     p.add_argument("--levels", action="store_true", help="score level naming on every VB3/IVD case")
     p.add_argument("--relevel", metavar="PRED_DIR",
@@ -117,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             relevel(Path(args.relevel), cases, out / "pred")
             results = []
         else:
-            results = segment_cases(args.model, data, cases, out / "pred", args.tta)
+            results = segment_cases(args.model, data, cases, out / "pred", args.tta, args.remap)
         with tempfile.TemporaryDirectory() as tmp:
             ref, groups = reference_set(data, cases, Path(tmp))
             summary = run_evaluate(out / "pred", ref, out / "report", groups_csv=groups, convention_ref="reference",
@@ -126,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "level_accuracy.json").write_text(json.dumps(accuracy, indent=1))
         print(json.dumps(accuracy, indent=1))
         return 0 if all(r.status == "ok" for r in results) else 1
-    results = segment_cases(args.model, data, args.cases, out / "pred", args.tta)
+    results = segment_cases(args.model, data, args.cases, out / "pred", args.tta, args.remap)
     with tempfile.TemporaryDirectory() as tmp:
         ref, groups = reference_set(data, args.cases, Path(tmp))
         summary = run_evaluate(out / "pred", ref, out / "report", groups_csv=groups, convention_ref="reference",

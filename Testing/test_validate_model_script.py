@@ -1,0 +1,48 @@
+"""Training/validate_model.py: the contrast remaps of its robustness check, and its arguments."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TRAINING = Path(__file__).resolve().parents[1] / "Training"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("validate_model", TRAINING / "validate_model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_remaps_reverse_or_bend_the_tissue_order(script):
+    rng = np.random.default_rng(0)
+    image = np.concatenate([rng.normal(m, 5, 1000) for m in (20, 100, 180)]).reshape(30, 10, 10)
+    means = lambda a: [float(a.reshape(3, -1)[i].mean()) for i in range(3)]
+    assert script.remap_intensity(image, "none") is image
+    inv = script.remap_intensity(image, "invert")
+    assert inv.min() >= 0 and inv.max() <= 1
+    assert np.argsort(means(inv)).tolist() == [2, 1, 0]  # dark <-> bright
+    mid = [means(script.remap_intensity(image, g))[1] for g in ("gamma0.5", "gamma2")]
+    linear = means(1 - inv)[1]
+    assert mid[0] > linear > mid[1]  # gamma 0.5 brightens, 2 darkens the middle tissue
+    with pytest.raises(ValueError, match="remap"):
+        script.remap_intensity(image, "gamma3")
+
+
+def test_arguments(script, capsys):
+    with pytest.raises(SystemExit):
+        script.main(["--out", "x"])
+    assert "--model is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main(["--relevel", "somewhere"])
+    assert "--relevel needs --levels" in capsys.readouterr().err
