@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TRAINING = Path(__file__).resolve().parents[1] / "Training"
+
+
+@contextlib.contextmanager
+def training_script(name: str):
+    """Import ``Training/<name>.py`` as a module for the duration (registered in ``sys.modules``,
+    so its dataclasses resolve their annotations through it)."""
+    spec = importlib.util.spec_from_file_location(name, TRAINING / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
 
 
 @pytest.fixture

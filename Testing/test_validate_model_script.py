@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-TRAINING = Path(__file__).resolve().parents[1] / "Training"
+from conftest import training_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("validate_model", TRAINING / "validate_model.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with training_script("validate_model") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_remaps_reverse_or_bend_the_tissue_order(script):
