@@ -218,7 +218,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     """Run (or resume) a training recipe; ``max_steps`` stops early (for tests / time slices)."""
     cfg, base = TrainConfig.load(recipe)
     if device == "auto":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and dev.index is None:  # one GPU per torchrun rank
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
