@@ -274,7 +274,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     meta = ModelMeta(model=model_cfg, spacing=tuple(cfg.spacing), patch_size=tuple(cfg.patch_size), recipe=asdict(cfg))
     end = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)
     bar = _progress(step, end, progress and rank == 0)
-    t_last = time.perf_counter()
+    t_last = t_loop = time.perf_counter()
     while step < end:
         b = synth_batch(maps, pipeline, cfg.batch_size, cfg.patch_size, gen, dev, probabilities)
         with autocast_for(dev, cfg.amp):
@@ -318,7 +318,8 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
         bar.close()
     if started:
         torch.distributed.destroy_process_group()
-    return {"step": step, "best": best, "skipped_steps": skipped, "run_dir": str(run_dir)}
+    return {"step": step, "best": best, "skipped_steps": skipped, "run_dir": str(run_dir),
+            "loop_seconds": time.perf_counter() - t_loop}
 
 
 def _save_state(path: Path, net, opt, sched, gen, step: int, best: list, ema=None) -> None:

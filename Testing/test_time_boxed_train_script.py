@@ -1,0 +1,53 @@
+"""Training/time_boxed_train.py: the step count that fits a deadline, and a whole time-boxed run."""
+
+import json
+import time
+
+from conftest import training_script
+from test_train import recipe  # noqa: F401  (the tiny phantom recipe fixture)
+
+from SpineSynthSegLib.model import load_checkpoint
+
+
+def test_steps_that_fit():
+    with training_script("time_boxed_train") as tbt:
+        assert tbt.steps_that_fit(100.0, 1.0, 10.0) == 81  # 90 % of the 90 s left after loading
+        assert tbt.steps_that_fit(100.0, 0.5, 10.0, margin=1.0) == 180
+        assert tbt.steps_that_fit(5.0, 1.0, 10.0) == 0  # loading alone overruns
+
+
+def test_write_recipe_makes_paths_absolute_and_sets_steps(recipe, tmp_path):  # noqa: F811
+    data = json.loads(recipe.read_text())
+    data.update(validation_cases=["VB2_05"], checkpoint_every=100)
+    src = recipe.parent / "src" / "r.json"
+    src.parent.mkdir(exist_ok=True)
+    src.write_text(json.dumps(dict(data, labelmaps="../maps")))  # relative to the recipe: made absolute
+    with training_script("time_boxed_train") as tbt:
+        out = json.loads(tbt.write_recipe(src, tmp_path / "work", "boxed", 40, no_validation=True).read_text())
+        kept = json.loads(tbt.write_recipe(src, tmp_path / "work", "kept", 400, no_validation=False).read_text())
+    assert out["steps"] == 40 and out["name"] == "boxed" and out["output_dir"] == str(tmp_path / "work")
+    assert out["checkpoint_every"] == 40  # the last step always checkpoints
+    assert "validation_cases" not in out and kept["validation_cases"] == ["VB2_05"]
+    assert out["labelmaps"] == str(recipe.parent / "maps")
+    assert kept["checkpoint_every"] == 100
+
+
+def test_time_boxed_run_ends_its_schedule_before_the_deadline(recipe, tmp_path):  # noqa: F811
+    work = tmp_path / "work"
+    deadline = time.time() + 20
+    with training_script("time_boxed_train") as tbt:
+        assert tbt.main([str(recipe), "--deadline", str(deadline), "--work", str(work), "--device", "cpu",
+                         "--warm", "1", "--timed", "2"]) == 0
+    used = json.loads((work / "tiny" / "recipe_used.json").read_text())
+    assert used["steps"] >= 1
+    _, meta = load_checkpoint(work / "tiny" / "latest.pt")
+    assert meta.step == used["steps"]  # the schedule ran to its end, not cut short
+    assert not (work / "tiny_timing").exists()  # the timing run is cleaned away
+
+
+def test_no_time_left_is_an_error(recipe, tmp_path, capsys):  # noqa: F811
+    with training_script("time_boxed_train") as tbt:
+        assert tbt.main([str(recipe), "--deadline", str(time.time() - 1), "--work", str(tmp_path / "w"),
+                         "--device", "cpu", "--warm", "1", "--timed", "1"]) == 1
+    assert "no time left" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "tiny").exists()
