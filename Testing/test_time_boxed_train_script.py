@@ -43,6 +43,7 @@ def test_time_boxed_run_ends_its_schedule_before_the_deadline(recipe, tmp_path):
     _, meta = load_checkpoint(work / "tiny" / "latest.pt")
     assert meta.step == used["steps"]  # the schedule ran to its end, not cut short
     assert not (work / "tiny_timing").exists()  # the timing run is cleaned away
+    assert not (work / "tiny_timing.recipe.json").exists()
 
 
 def test_no_time_left_is_an_error(recipe, tmp_path, capsys):  # noqa: F811

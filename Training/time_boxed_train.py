@@ -55,6 +55,7 @@ def time_steps(recipe: Path, work: Path, device: str, no_validation: bool, warm:
     result = train(path, device=device, max_steps=timed, progress=False)
     wall = time.perf_counter() - t0
     shutil.rmtree(work / name, ignore_errors=True)
+    path.unlink()
     return result["loop_seconds"] / timed, wall - result["loop_seconds"]
 
 
