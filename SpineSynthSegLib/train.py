@@ -110,7 +110,8 @@ class TrainConfig:
         return cls(**data), path.parent.resolve()
 
 
-def _resolve(base: Path, p: str) -> Path:
+def resolve_path(base: Path, p: str) -> Path:
+    """A recipe path: absolute as given, relative to the recipe's folder ``base``."""
     return Path(p) if Path(p).is_absolute() else (base / p).resolve()
 
 
@@ -223,11 +224,19 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     if dev.type == "cuda" and dev.index is None:  # one GPU per torchrun rank
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     rank, world, started = _distributed(dev)
+    try:
+        return _train(cfg, base, dev, rank, world, max_steps, progress)
+    finally:  # also when a rank fails, so the others are not left waiting in the group
+        if started:
+            torch.distributed.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, base: Path, dev: torch.device, rank: int, world: int, max_steps: int | None, progress: bool) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run_dir = _resolve(base, cfg.output_dir) / cfg.name
+    run_dir = resolve_path(base, cfg.output_dir) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    maps = load_training_maps(_resolve(base, cfg.labelmaps), cfg.spacing, absent_class=cfg.absent_class,
+    maps = load_training_maps(resolve_path(base, cfg.labelmaps), cfg.spacing, absent_class=cfg.absent_class,
                               disc_sources=cfg.disc_label_sources or None)
     probabilities = sampling_weights(maps, cfg.source_weights)
     synth_cfg = SynthesisConfig.from_dict(cfg.synthesis)
@@ -237,7 +246,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     net = build_network(model_cfg).to(dev)
     state_path = run_dir / "state.pt"
     if cfg.init_from and not state_path.exists():
-        start = load_checkpoint(_resolve(base, cfg.init_from))[0]
+        start = load_checkpoint(resolve_path(base, cfg.init_from))[0]
         net.load_state_dict(start.state_dict())
         log.info("weights initialised from %s", cfg.init_from)
     # the average starts from the initial weights; copied before the fp32 patch, which binds to its module
@@ -256,9 +265,10 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"].cpu() if dev.type == "cpu" else state["generator"])
         step, best = int(state["step"]), json.loads(state["best"])
+        if ("ema" in state) != (cfg.ema_decay > 0):  # resuming must neither invent nor drop the average
+            raise ValueError(f"{state_path}: this run was started with{'' if 'ema' in state else 'out'} a weight "
+                             f"average (ema_decay) but the recipe now sets ema_decay {cfg.ema_decay}")
         if ema is not None:
-            if "ema" not in state:
-                raise ValueError(f"{state_path}: ema_decay is set but this run was started without it")
             ema.load_state_dict(state["ema"])
         if rank:  # other ranks: own stream, derived from the step
             gen.manual_seed(cfg.seed + 1000 * rank + step)
@@ -269,7 +279,7 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     shipped = ema.module if ema is not None else net  # the weights validated and written to checkpoints
     val_cases = []
     if rank == 0 and cfg.validation_cases:
-        val_cases = load_validation_cases(_resolve(base, cfg.shared_data), list(cfg.validation_cases), cfg.spacing, cfg.patch_size)
+        val_cases = load_validation_cases(resolve_path(base, cfg.shared_data), list(cfg.validation_cases), cfg.spacing, cfg.patch_size)
     writer = _summary_writer(run_dir) if rank == 0 else None
     meta = ModelMeta(model=model_cfg, spacing=tuple(cfg.spacing), patch_size=tuple(cfg.patch_size), recipe=asdict(cfg))
     end = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)
@@ -316,8 +326,6 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
             save_checkpoint(run_dir / "latest.pt", shipped, meta)
     if bar is not None:
         bar.close()
-    if started:
-        torch.distributed.destroy_process_group()
     return {"step": step, "best": best, "skipped_steps": skipped, "run_dir": str(run_dir),
             "loop_seconds": time.perf_counter() - t_loop}
 

@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 from conftest import training_script
 from test_train import recipe  # noqa: F401  (the tiny phantom recipe fixture)
@@ -32,7 +33,16 @@ def test_write_recipe_makes_paths_absolute_and_sets_steps(recipe, tmp_path):  # 
     assert kept["checkpoint_every"] == 100
 
 
-def test_time_boxed_run_ends_its_schedule_before_the_deadline(recipe, tmp_path):  # noqa: F811
+def test_write_recipe_resolves_a_relative_work_folder(recipe, tmp_path, monkeypatch):  # noqa: F811
+    # the copy lives inside the work folder, so a relative output_dir would nest the run in itself
+    monkeypatch.chdir(tmp_path)
+    with training_script("time_boxed_train") as tbt:
+        path = tbt.write_recipe(recipe, Path("rel/work"), "boxed", 10, no_validation=True)
+    assert path == Path("rel/work/boxed.recipe.json")
+    assert json.loads(path.read_text())["output_dir"] == str(tmp_path / "rel" / "work")
+
+
+def test_time_boxed_run_ends_its_schedule_before_the_deadline(recipe, tmp_path, capsys):  # noqa: F811
     work = tmp_path / "work"
     deadline = time.time() + 20
     with training_script("time_boxed_train") as tbt:
@@ -44,6 +54,12 @@ def test_time_boxed_run_ends_its_schedule_before_the_deadline(recipe, tmp_path):
     assert meta.step == used["steps"]  # the schedule ran to its end, not cut short
     assert not (work / "tiny_timing").exists()  # the timing run is cleaned away
     assert not (work / "tiny_timing.recipe.json").exists()
+    # a second call on the same folder would resume that run under a new step count: refused
+    state = (work / "tiny" / "state.pt").read_bytes()
+    with training_script("time_boxed_train") as tbt:
+        assert tbt.main([str(recipe), "--deadline", str(time.time() + 20), "--work", str(work), "--device", "cpu"]) == 2
+    assert "already there" in capsys.readouterr().err
+    assert (work / "tiny" / "state.pt").read_bytes() == state
 
 
 def test_no_time_left_is_an_error(recipe, tmp_path, capsys):  # noqa: F811

@@ -228,7 +228,13 @@ def test_weight_average_resumes_exactly_and_is_what_checkpoints_hold(recipe):
     train(path, device="cpu", max_steps=2, progress=False)
     plain["ema_decay"] = 0.9
     path.write_text(json.dumps(plain))
-    with pytest.raises(ValueError, match="ema_decay"):
+    with pytest.raises(ValueError, match="started without a weight average"):
+        train(path, device="cpu", progress=False)
+    # ... nor drop the one it was started with
+    averaged = json.loads(recipe.read_text())
+    averaged.update(output_dir=str(results["ema_full"].parent), name=results["ema_full"].name, ema_decay=0.0, steps=8)
+    path.write_text(json.dumps(averaged))
+    with pytest.raises(ValueError, match="started with a weight average"):
         train(path, device="cpu", progress=False)
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.0)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from SpineSynthSegLib.train import TrainConfig, train
+from SpineSynthSegLib.train import TrainConfig, resolve_path, train
 
 
 def write_recipe(recipe: Path, work: Path, name: str, steps: int, no_validation: bool) -> Path:
@@ -31,8 +31,8 @@ def write_recipe(recipe: Path, work: Path, name: str, steps: int, no_validation:
     data = json.loads(recipe.read_text())
     for key in ("labelmaps", "shared_data", "init_from"):
         if data.get(key):
-            data[key] = str((base / data[key]).resolve())
-    data.update(name=name, output_dir=str(work), steps=int(steps))
+            data[key] = str(resolve_path(base, data[key]))
+    data.update(name=name, output_dir=str(work.resolve()), steps=int(steps))  # the copy lives in work: no relative path
     data["checkpoint_every"] = min(int(data.get("checkpoint_every", cfg.checkpoint_every)), int(steps))
     if no_validation:
         data.pop("validation_cases", None)
@@ -75,6 +75,10 @@ def main(argv=None) -> int:
     p.add_argument("--timed", type=int, default=20)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    name = TrainConfig.load(args.recipe)[0].name
+    if (args.work / name / "state.pt").exists():  # it would resume under a schedule that no longer fits
+        print(f"{args.work / name}: a run of this name is already there; use another --work folder", file=sys.stderr)
+        return 2
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     per_step, load_s = time_steps(args.recipe, args.work, args.device, args.no_validation, args.warm, args.timed)
@@ -83,7 +87,6 @@ def main(argv=None) -> int:
     if steps < 1:
         print(f"{args.recipe.name}: no time left for training", file=sys.stderr)
         return 1
-    name = TrainConfig.load(args.recipe)[0].name
     path = write_recipe(args.recipe, args.work, name, steps, args.no_validation)
     result = train(path, device=args.device, progress=False)
     shutil.copy(path, args.work / name / "recipe_used.json")
