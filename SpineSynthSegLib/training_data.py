@@ -14,7 +14,8 @@ canonical RAS at the training spacing (given in RAS axis order), listed in ``<ou
 
 Structure-only maps get a 1-voxel cortex rim (cortical_bone) around marrow for bodies and an
 annulus (2-4 mm) around a nucleus for discs. Maps are deterministic for a seed: each item draws
-from ``SeedSequence([seed, crc32(name)])``, whatever the number of workers.
+from ``SeedSequence([seed, crc32(name)])``, whatever the number of workers. ``disc_endplate_mm``
+leaves an unlabelled endplate layer between discs and bodies (`endplate_gap`).
 
 Partial supervision: the manifest's ``has_body`` / ``has_disc`` say which classes a map labels.
 Discs are unlabelled (background clusters) in real, vb2native and verse maps; bodies are random
@@ -43,6 +44,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import label_converters, labelmaps
+from .endplate_gap import endplate_gap
 from .errors import InputError
 from .io import Volume, read_image, read_labels, reorient, resample, write_bytes_atomic, write_volume
 from .labels import LabelEntry, LabelTable, is_disc, is_vertebra, sidecar_path, vertebra_name
@@ -78,6 +80,7 @@ class PrepareConfig:
     sources: tuple[str, ...] = SOURCES
     names: tuple[str, ...] | None = None
     workers: int = 1
+    disc_endplate_mm: float = 0.0  # > 0: `endplate_gap` on maps with bodies and discs
 
     def __post_init__(self) -> None:
         if len(self.spacing) != 3 or min(self.spacing) <= 0:
@@ -86,6 +89,8 @@ class PrepareConfig:
             raise ValueError(f"need n_maps >= 1, n_phantoms >= 0, workers >= 1; got {self}")
         if set(self.sources) - set(SOURCES):
             raise ValueError(f"unknown sources {sorted(set(self.sources) - set(SOURCES))}; known: {SOURCES}")
+        if not self.disc_endplate_mm >= 0:
+            raise ValueError(f"disc_endplate_mm must be >= 0, got {self.disc_endplate_mm}")
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -346,7 +351,7 @@ def _run_item(job: tuple[str, str, str], shared: Path, out: Path, cfg: PrepareCo
     started = time.perf_counter()
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, zlib.crc32(name.encode())]))
     try:
-        maps = _item_maps(source, name, arg, shared, cfg, rng)
+        maps = [endplate_gap(v, t, cfg.disc_endplate_mm) for v, t in _item_maps(source, name, arg, shared, cfg, rng)]
     except (InputError, ValueError, OSError) as err:
         log.warning("%s %s skipped: %s", source, name, err)
         return []

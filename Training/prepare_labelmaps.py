@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
+    parser.add_argument("--disc-endplate-mm", type=float, default=0.0,
+                        help="disc voxels this close to a body become an unlabelled endplate layer (0: off)")
     parser.add_argument("--names", nargs="+", default=None, help="only these items (e.g. VB3_03 VB2native_01)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = PrepareConfig(
             spacing=tuple(args.spacing), n_maps=args.n_maps, seed=args.seed, n_phantoms=args.n_phantoms,
             sources=tuple(args.sources), names=tuple(args.names) if args.names else None, workers=args.workers,
+            disc_endplate_mm=args.disc_endplate_mm,
         )
     except ValueError as err:
         parser.error(str(err))
