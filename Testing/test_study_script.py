@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import TRAINING, training_script
 
 from SpineSynthSegLib.train import TrainConfig
-
-TRAINING = Path(__file__).resolve().parents[1] / "Training"
 
 
 @pytest.fixture(scope="module")
 def study_module():
-    sys.path.insert(0, str(TRAINING))
-    try:
-        spec = importlib.util.spec_from_file_location("study_synth_vs_physics", TRAINING / "study_synth_vs_physics.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+    with training_script("study_synth_vs_physics") as module:
         yield module
-    finally:
-        sys.path.remove(str(TRAINING))
 
 
 def test_arm_recipes_share_everything_but_the_synthesis_mode(study_module, tmp_path):
