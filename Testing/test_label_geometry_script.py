@@ -37,3 +37,24 @@ def test_medians_over_lumbar_bodies_and_discs_only(script):
     assert script.structure_medians(np.zeros_like(t), (1.0, 1.0, 1.0), 0) == {"body": None, "disc": None}
     text = script.table({"phantom": {"body": [(20.0, 1000.0), (22.0, 1200.0)], "disc": [(9.0, 900.0)]}})
     assert "| phantom | 2 | 21.0 (20.5-21.5) | 1100 (1050-1150) | 9.0 (9.0-9.0) | 900 (900-900) |" in text
+
+
+def test_prediction_rows_from_a_segment_output(script, tmp_path, capsys):
+    from SpineSynthSegLib.io import Volume, write_volume
+
+    t = np.zeros((10, 10, 60), np.uint8)  # RAS: axis 2 is S-I
+    t[:5, :5, 0:20] = 21  # L2: 20 mm
+    t[:5, :5, 20:28] = 120  # L1-L2 disc: 8 mm (the reference convention would be thinner)
+    t[:5, :5, 28:50] = 20  # L1: 22 mm
+    write_volume(Volume(t, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.diag([-1.0, -1.0, 1.0])), tmp_path / "IVD_11_img_instances.nii.gz")
+    rows = script.prediction_rows(tmp_path)
+    assert list(rows) == ["prediction IVD"]
+    assert rows["prediction IVD"]["disc"] == [pytest.approx((8.0, 25.0))]
+    assert rows["prediction IVD"]["body"] == [pytest.approx((21.0, 25.0))]
+    assert script.main(["--labelmaps", str(tmp_path / "none"), "--pred", str(tmp_path)]) == 1  # no manifest
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "manifest.json").write_text('{"maps": []}')
+    assert script.main(["--labelmaps", str(tmp_path / "maps"), "--shared", str(tmp_path), "--pred", str(tmp_path / "maps")]) == 1
+    assert "no <case>_img_instances" in capsys.readouterr().err
+    assert script.main(["--labelmaps", str(tmp_path / "maps"), "--shared", str(tmp_path), "--pred", str(tmp_path)]) == 0
+    assert "| prediction IVD | 1 | 21.0 (21.0-21.0) | 25 (25-25) | 8.0 (8.0-8.0) | 25 (25-25) |" in capsys.readouterr().out

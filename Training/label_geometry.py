@@ -10,7 +10,8 @@ area of its projection along the superior-inferior axis, mm) and the projected a
 median and quartiles over maps (the median over a map's structures first). The validation cases'
 reference labels (lumbar_mri VB2/VB3 bodies, IVD discs) are the last rows. Thickness is taken along
 the image's superior-inferior axis, so a structure tilted by theta reads about t / cos(theta) (the
-lordotic L5-S1 disc most): compare sources, not absolute anatomy.
+lordotic L5-S1 disc most): compare sources, not absolute anatomy. ``--pred`` adds a model's
+outputs on the validation cases (`validate_model.py`) as rows 'prediction VB2' etc.
 """
 
 from __future__ import annotations
@@ -78,6 +79,21 @@ def reference_rows(lumbar: Path) -> dict[str, dict[str, list]]:
     return rows
 
 
+def prediction_rows(pred: Path) -> dict[str, dict[str, list]]:
+    """A model's instance outputs for the validation cases (`validate_model.py`'s ``pred`` folder),
+    grouped as 'prediction VB2' etc.: whether the network draws bodies and discs as the references do."""
+    rows: dict[str, dict[str, list]] = {}
+    for case in VALIDATION_CASES:
+        path = pred / f"{case}_img_instances.nii.gz"
+        if not path.is_file():
+            continue
+        vol = read_labels(path)
+        for kind, value in structure_medians(vol.array, vol.spacing, si_axis_of(vol.direction)).items():
+            if value is not None:
+                rows.setdefault(f"prediction {case.split('_')[0]}", {}).setdefault(kind, []).append(value)
+    return rows
+
+
 def table(rows: dict[str, dict[str, list]]) -> str:
     def cell(values: list | None, k: int, fmt: str) -> str:
         if not values:
@@ -99,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--labelmaps", default="runs/labelmaps", help="folder with manifest.json (prepare_labelmaps.py)")
     p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--pred", type=Path, help="a validate_model.py output's pred folder: add the model's rows")
     args = p.parse_args(argv)
     folder, lumbar = Path(args.labelmaps), Path(args.shared) / "lumbar_mri"
     if not (folder / "manifest.json").is_file():
@@ -107,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = training_rows(folder)
     if (lumbar / "cases.json").is_file():
         rows.update(reference_rows(lumbar))
+    if args.pred is not None:
+        found = prediction_rows(args.pred)
+        if not found:
+            print(f"{args.pred}: no <case>_img_instances.nii.gz of a validation case", file=sys.stderr)
+            return 1
+        rows.update(found)
     print(table(rows))
     return 0
 
