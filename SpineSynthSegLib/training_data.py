@@ -424,7 +424,8 @@ def prepare_labelmaps(shared: str | os.PathLike, out: str | os.PathLike, cfg: Pr
         results = [_run_item(job, shared, out, cfg) for job in jobs]
     entries = [e for r in results for e in r]
     manifest = {"format": "spinesynthseg-training-maps/1", "spacing": list(cfg.spacing), "orientation": "RAS",
-                "seed": cfg.seed, "validation_cases": list(VALIDATION_CASES), "maps": entries}
+                "seed": cfg.seed, "disc_endplate_mm": cfg.disc_endplate_mm, "validation_cases": list(VALIDATION_CASES),
+                "maps": entries}
     write_bytes_atomic(json.dumps(manifest, indent=1).encode(), out / "manifest.json")
     return entries
 

@@ -1,5 +1,7 @@
 """endplate_gap: the disc voxels against a body become an unlabelled endplate layer."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,7 @@ def test_prepare_phantom_with_endplate_layer(tmp_path):
     plain = td.prepare_labelmaps(tmp_path, tmp_path / "plain", td.PrepareConfig(sources=("phantom",), n_phantoms=1))
     gap = td.prepare_labelmaps(tmp_path, tmp_path / "gap", td.PrepareConfig(sources=("phantom",), n_phantoms=1, disc_endplate_mm=1.5))
     assert gap[0]["targets"] == plain[0]["targets"] and gap[0]["has_disc"]
+    assert json.loads((tmp_path / "gap" / "manifest.json").read_text())["disc_endplate_mm"] == 1.5
 
     def disc_voxels(folder, entry):
         vol = read_labels(folder / entry["path"])
