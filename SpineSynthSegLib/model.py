@@ -59,6 +59,8 @@ class ModelMeta:
         spacing: training voxel size in mm, canonical RAS axis order.
         patch_size: training / sliding-window patch in voxels (RAS axis order).
         normalisation: intensity normalisation (robust quantiles mapped to [0, 1]).
+        disc_endplate_mm: the disc convention of the training maps: discs stop this far short of
+            the bodies (`endplate_gap`; 0: discs fill the space between bodies).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -72,6 +74,7 @@ class ModelMeta:
     recipe: dict[str, Any] = field(default_factory=dict)
     step: int = 0
     validation: dict[str, Any] = field(default_factory=dict)
+    disc_endplate_mm: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)

@@ -281,7 +281,9 @@ def _train(cfg: TrainConfig, base: Path, dev: torch.device, rank: int, world: in
     if rank == 0 and cfg.validation_cases:
         val_cases = load_validation_cases(resolve_path(base, cfg.shared_data), list(cfg.validation_cases), cfg.spacing, cfg.patch_size)
     writer = _summary_writer(run_dir) if rank == 0 else None
-    meta = ModelMeta(model=model_cfg, spacing=tuple(cfg.spacing), patch_size=tuple(cfg.patch_size), recipe=asdict(cfg))
+    manifest = json.loads((resolve_path(base, cfg.labelmaps) / "manifest.json").read_text())
+    meta = ModelMeta(model=model_cfg, spacing=tuple(cfg.spacing), patch_size=tuple(cfg.patch_size), recipe=asdict(cfg),
+                     disc_endplate_mm=float(manifest.get("disc_endplate_mm", 0.0)))
     end = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)
     bar = _progress(step, end, progress and rank == 0)
     t_last = t_loop = time.perf_counter()

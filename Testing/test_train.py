@@ -74,7 +74,8 @@ def recipe(tmp_path_factory):
     write_volume(vol, maps / "bodies.nii.gz")
     write_bytes_atomic(body_only.to_json().encode(), sidecar_path(maps / "bodies.nii.gz"))
     entries.append({"name": "bodies", "path": "bodies.nii.gz", "source": "em", "has_body": True, "has_disc": False})
-    (maps / "manifest.json").write_text(json.dumps({"spacing": SPACING, "maps": entries}))
+    # disc_endplate_mm: only carried into the checkpoint metadata here (these maps are not cut)
+    (maps / "manifest.json").write_text(json.dumps({"spacing": SPACING, "disc_endplate_mm": 1.5, "maps": entries}))
     cfg = {
         "name": "tiny", "labelmaps": "maps", "output_dir": "runs", "spacing": SPACING, "patch_size": [32, 32, 32],
         "batch_size": 2, "steps": 6, "warmup_steps": 2, "amp": "off", "checkpoint_every": 3, "validate_every": 3,
@@ -101,6 +102,7 @@ def test_tiny_run_and_exact_resume(recipe, tmp_path):
     state_full = load_torch_verified(run / "state.pt")
     _, meta = load_checkpoint(run / "latest.pt")
     assert meta.step == 6 and meta.spacing == SPACING and meta.model.features == (4, 4, 8, 8, 8, 4)
+    assert meta.disc_endplate_mm == 1.5  # the maps' disc convention travels with the model
     # same recipe in another folder: 3 steps, stop, resume 3 steps
     other = json.loads(recipe.read_text())
     other["output_dir"] = "runs_resume"
