@@ -1,8 +1,7 @@
 """Demo, second half: segment a T1-like and a T2-like phantom image with the shipped model.
 
-The phantom's own targets are the truth (with the model's disc convention, `ModelMeta.disc_endplate_mm`):
-per-level Dice of the instance map (levels assigned by `instances.assign_levels`) and a PNG overlay
-(image | semantic | instances) per contrast.
+The phantom's own targets are the truth: per-level Dice of the instance map (levels assigned by
+`instances.assign_levels`) and a PNG overlay (image | semantic | instances) per contrast.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .endplate_gap import endplate_gap
 from .inference import Segmenter
 from .instances import assign_levels
 from .io import Volume, write_bytes_atomic, write_volume
@@ -55,17 +53,10 @@ def _panel(image: Volume, semantic: Volume, instances: Volume) -> np.ndarray:
     return np.concatenate(tiles, axis=1)
 
 
-def truth_targets(vol: Volume, table: LabelTable, disc_endplate_mm: float) -> np.ndarray:
-    """The phantom's targets in a model's disc convention (`ModelMeta.disc_endplate_mm`): a model
-    taught discs that stop short of the endplates, as drawn by hand, is scored against such discs."""
-    cut, cut_table = endplate_gap(vol, table, disc_endplate_mm)
-    return cut_table.target_map(cut.array)
-
-
 def segment_phantom_demo(vol: Volume, table: LabelTable, out_dir, segmenter: Segmenter | None = None) -> dict:
     """Segment T1w and T2w phantom images; write overlays and return per-level Dice."""
     segmenter = segmenter or Segmenter.from_checkpoint()
-    truth = truth_targets(vol, table, segmenter.meta.disc_endplate_mm)
+    truth = table.target_map(vol.array)
     truth_sem = semantic_map(truth)
     summary = {}
     panels = []
