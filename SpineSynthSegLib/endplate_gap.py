@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from .io import Volume
-from .labels import DISC_OFFSET, VERTEBRA_NAMES, LabelEntry, LabelTable
+from .labels import SEMANTIC_IDS, LabelEntry, LabelTable, semantic_map
 
 
 def endplate_gap(vol: Volume, table: LabelTable, layer_mm: float) -> tuple[Volume, LabelTable]:
@@ -24,10 +24,8 @@ def endplate_gap(vol: Volume, table: LabelTable, layer_mm: float) -> tuple[Volum
     ``layer_mm`` 0, come back unchanged (the same objects)."""
     if not layer_mm >= 0:
         raise ValueError(f"layer_mm must be >= 0, got {layer_mm}")
-    targets = table.target_map(vol.array)
-    vertebrae = np.array(sorted(VERTEBRA_NAMES))
-    body = np.isin(targets, vertebrae)
-    disc = np.isin(targets, vertebrae + DISC_OFFSET)
+    semantic = semantic_map(table.target_map(vol.array))
+    body, disc = semantic == SEMANTIC_IDS["vertebral_body"], semantic == SEMANTIC_IDS["disc"]
     if layer_mm == 0 or not body.any() or not disc.any():
         return vol, table
     near = ndimage.distance_transform_edt(~body, sampling=vol.spacing) <= layer_mm

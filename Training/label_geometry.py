@@ -52,6 +52,13 @@ def structure_medians(targets: np.ndarray, spacing, si_axis: int) -> dict[str, t
     return out
 
 
+def _add_medians(rows: dict[str, dict[str, list]], group: str, targets) -> None:
+    """Append one target map's (a Volume's) body and disc medians to ``rows[group]``."""
+    for kind, value in structure_medians(targets.array, targets.spacing, si_axis_of(targets.direction)).items():
+        if value is not None:
+            rows.setdefault(group, {}).setdefault(kind, []).append(value)
+
+
 def training_rows(folder: Path) -> dict[str, dict[str, list]]:
     """source -> kind -> [(thickness, area) per map] over ``folder/manifest.json``."""
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -59,10 +66,7 @@ def training_rows(folder: Path) -> dict[str, dict[str, list]]:
     for entry in manifest["maps"]:
         path = folder / Path(entry["path"]).name
         vol = read_labels(path)
-        targets = LabelTable.load(sidecar_path(path)).target_map(vol.array)
-        for kind, value in structure_medians(targets, vol.spacing, si_axis_of(vol.direction)).items():
-            if value is not None:
-                rows.setdefault(entry["source"], {}).setdefault(kind, []).append(value)
+        _add_medians(rows, entry["source"], vol.with_array(LabelTable.load(sidecar_path(path)).target_map(vol.array)))
     return rows
 
 
@@ -72,10 +76,7 @@ def reference_rows(lumbar: Path) -> dict[str, dict[str, list]]:
     rows: dict[str, dict[str, list]] = {}
     for case in VALIDATION_CASES:
         vol = read_labels(lumbar / "labels" / f"{case}_seg.nii.gz")
-        targets = from_reference_case(vol.array, case, cases)
-        for kind, value in structure_medians(targets, vol.spacing, si_axis_of(vol.direction)).items():
-            if value is not None:
-                rows.setdefault(f"reference {case.split('_')[0]}", {}).setdefault(kind, []).append(value)
+        _add_medians(rows, f"reference {case.split('_')[0]}", vol.with_array(from_reference_case(vol.array, case, cases)))
     return rows
 
 
@@ -87,10 +88,7 @@ def prediction_rows(pred: Path) -> dict[str, dict[str, list]]:
         path = pred / f"{case}_img_instances.nii.gz"
         if not path.is_file():
             continue
-        vol = read_labels(path)
-        for kind, value in structure_medians(vol.array, vol.spacing, si_axis_of(vol.direction)).items():
-            if value is not None:
-                rows.setdefault(f"prediction {case.split('_')[0]}", {}).setdefault(kind, []).append(value)
+        _add_medians(rows, f"prediction {case.split('_')[0]}", read_labels(path))
     return rows
 
 
