@@ -11,7 +11,7 @@ from SpineSynthSegLib.labels import LabelEntry, LabelTable, sidecar_path
 from SpineSynthSegLib.losses import marginal_dice_ce, merge_matrix
 from SpineSynthSegLib.model import load_checkpoint, load_torch_verified
 from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom
-from SpineSynthSegLib.train import TrainConfig, lr_lambda, train
+from SpineSynthSegLib.train import TrainConfig, lr_lambda, resolve_path, train
 from SpineSynthSegLib.train_data import load_training_maps, semantic_lut, span_weight
 
 SPACING = (4.0, 4.0, 4.0)
@@ -324,3 +324,21 @@ def test_disc_sources_must_exist_and_need_the_marginal_loss(recipe):
     with pytest.raises(ValueError, match="marginal"):
         TrainConfig(disc_label_sources=("phantom",), absent_class="derived")
     assert TrainConfig(disc_label_sources=["phantom"]).disc_label_sources == ("phantom",)
+
+
+def test_committed_recipes_load():
+    """Every recipe under Training/recipes is a valid TrainConfig whose paths point where the project
+    keeps things (runs/, the shipped model): a typo would otherwise show only when a long run starts."""
+    from conftest import TRAINING
+
+    paths = sorted((TRAINING / "recipes").glob("lumbar_*.json"))
+    assert len(paths) >= 8
+    root = TRAINING.parent.resolve()
+    for path in paths:
+        cfg, base = TrainConfig.load(path)
+        assert cfg.steps > 0 and cfg.validation_cases, path.name
+        for rel in (cfg.labelmaps, cfg.output_dir):
+            assert str(resolve_path(base, rel)).startswith(str(root / "runs")), (path.name, rel)
+        if cfg.init_from:  # the shipped model, or an earlier run's checkpoint
+            start = resolve_path(base, cfg.init_from)
+            assert start == root / "SpineSynthSegLib" / "models" / "default.pt" or start.is_relative_to(root / "runs"), path.name
