@@ -65,8 +65,8 @@ def test_prepare_phantom_with_endplate_layer(tmp_path):
 
     def disc_voxels(folder, entry):
         vol = read_labels(folder / entry["path"])
-        targets = LabelTable.load(sidecar_path(folder / entry["path"])).target_map(vol.array)
-        return int((targets >= 100).sum()), LabelTable.load(sidecar_path(folder / entry["path"])).entries[-1]
+        table = LabelTable.load(sidecar_path(folder / entry["path"]))
+        return int((table.target_map(vol.array) >= 100).sum()), table.entries[-1]
 
     n_plain, _ = disc_voxels(tmp_path / "plain", plain[0])
     n_gap, last = disc_voxels(tmp_path / "gap", gap[0])
