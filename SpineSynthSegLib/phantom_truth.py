@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .phantom import DIRECTION, PhantomConfig, _layout
+from .phantom import DIRECTION, PhantomConfig
+from .phantom_column import layout
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def phantom_levels(config: PhantomConfig | None = None, seed: int = 0) -> list[P
     cfg = config or PhantomConfig()
     rng = np.random.default_rng(seed)
     grid = [(np.arange(n) - (n - 1) / 2.0) * s for n, s in zip(cfg.shape, np.asarray(cfg.spacing))]
-    els, bounds, mids, _, _ = _layout(cfg, rng, grid)
+    els, bounds, mids, _, _ = layout(cfg, rng, grid)
     surfaces = []
     for j, (p, r) in enumerate(bounds):  # as in _draw_column
         body = els[j] if j < len(els) and els[j].kind == "body" else els[j - 1]
