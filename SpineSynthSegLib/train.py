@@ -38,6 +38,7 @@ from .model import (
 from .synthesis.pipeline import SynthesisConfig, SynthesisPipeline
 from .synthesis.sampling import make_generator
 from .train_data import ABSENT_CLASS_MODES, load_training_maps, load_validation_cases, sampling_weights, synth_batch
+from .training_data import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +235,12 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
 def _train(cfg: TrainConfig, base: Path, dev: torch.device, rank: int, world: int, max_steps: int | None, progress: bool) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    labelmaps = resolve_path(base, cfg.labelmaps)
+    manifest = read_manifest(labelmaps)  # before the run folder exists: a missing one leaves nothing behind
     run_dir = resolve_path(base, cfg.output_dir) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    maps = load_training_maps(resolve_path(base, cfg.labelmaps), cfg.spacing, absent_class=cfg.absent_class,
-                              disc_sources=cfg.disc_label_sources or None)
+    maps = load_training_maps(labelmaps, cfg.spacing, absent_class=cfg.absent_class,
+                              disc_sources=cfg.disc_label_sources or None, manifest=manifest)
     probabilities = sampling_weights(maps, cfg.source_weights)
     synth_cfg = SynthesisConfig.from_dict(cfg.synthesis)
     pipeline = SynthesisPipeline(synth_cfg)
@@ -281,7 +284,6 @@ def _train(cfg: TrainConfig, base: Path, dev: torch.device, rank: int, world: in
     if rank == 0 and cfg.validation_cases:
         val_cases = load_validation_cases(resolve_path(base, cfg.shared_data), list(cfg.validation_cases), cfg.spacing, cfg.patch_size)
     writer = _summary_writer(run_dir) if rank == 0 else None
-    manifest = json.loads((resolve_path(base, cfg.labelmaps) / "manifest.json").read_text())
     meta = ModelMeta(model=model_cfg, spacing=tuple(cfg.spacing), patch_size=tuple(cfg.patch_size), recipe=asdict(cfg),
                      disc_endplate_mm=float(manifest.get("disc_endplate_mm", 0.0)))
     end = cfg.steps if max_steps is None else min(cfg.steps, step + max_steps)

@@ -20,6 +20,7 @@ from .absent_class import derived_disc_supervision
 from .io import read_image, read_labels, reorient
 from .labels import DISC_OFFSET, SEMANTIC_IDS, VERTEBRA_NAMES, LabelEntry, LabelTable, sidecar_path
 from .synthesis.pipeline import LabelBatch, SynthesisPipeline
+from .training_data import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class TrainingMap:
 
 
 def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom", "vb2native", "ivdnative"),
-                       absent_class: str = "marginal", disc_sources: tuple[str, ...] | None = None) -> list[TrainingMap]:
+                       absent_class: str = "marginal", disc_sources: tuple[str, ...] | None = None,
+                       manifest: dict | None = None) -> list[TrainingMap]:
     """Load every map listed in ``folder/manifest.json``; checks the spacing matches.
 
     Maps whose source is in ``full_span_sources`` hold no unlabelled anatomy (phantoms, label-only
@@ -78,12 +80,12 @@ def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom"
     (`absent_class.derived_disc_supervision`). ``disc_sources``: the sources whose disc labels teach
     the disc class (None: all); elsewhere discs stay generation labels, drawn but not taught, as
     in the body-only maps (sources draw discs differently: `Training/label_geometry.py`).
+    ``manifest``: the folder's manifest when the caller has read it already (`read_manifest`).
     """
     if absent_class not in ABSENT_CLASS_MODES:
         raise ValueError(f"absent_class must be one of {ABSENT_CLASS_MODES}, got {absent_class!r}")
     folder = Path(folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    entries = manifest["maps"] if isinstance(manifest, dict) else manifest
+    entries = (manifest if manifest is not None else read_manifest(folder))["maps"]
     lut = semantic_lut()
     unknown_sources = sorted(set(disc_sources or ()) - {e.get("source") for e in entries})
     if unknown_sources:

@@ -430,16 +430,30 @@ def prepare_labelmaps(shared: str | os.PathLike, out: str | os.PathLike, cfg: Pr
     return entries
 
 
-def load_manifest(out: str | os.PathLike) -> list[dict]:
-    """Map entries of ``<out>/manifest.json`` with absolute ``path`` and ``sidecar`` paths."""
+def read_manifest(out: str | os.PathLike) -> dict:
+    """``<out>/manifest.json`` as a dict with a ``maps`` list (an old list-only manifest is wrapped).
+
+    Raises:
+        InputError: the file is missing or is not a manifest (the error names the file).
+    """
     path = Path(out) / "manifest.json"
     if not path.is_file():
         raise InputError("manifest not found (run Training/prepare_labelmaps.py)", str(path))
     try:
-        maps = json.loads(path.read_text())["maps"]
-    except (ValueError, KeyError) as err:
+        manifest = json.loads(path.read_text())
+        if isinstance(manifest, list):
+            manifest = {"maps": manifest}
+        if not isinstance(manifest.get("maps"), list) or not all(isinstance(m, dict) and "path" in m for m in manifest["maps"]):
+            raise ValueError("'maps' must be a list of entries with a 'path'")
+    except (ValueError, AttributeError) as err:
         raise InputError(f"invalid manifest: {err}", str(path)) from err
+    return manifest
+
+
+def load_manifest(out: str | os.PathLike) -> list[dict]:
+    """Map entries of ``<out>/manifest.json`` with absolute ``path`` and ``sidecar`` paths."""
+    maps = read_manifest(out)["maps"]
     for m in maps:
-        m["path"] = str((path.parent / m["path"]).resolve())
+        m["path"] = str((Path(out) / m["path"]).resolve())
         m["sidecar"] = str(sidecar_path(m["path"]))
     return maps

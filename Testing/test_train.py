@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from SpineSynthSegLib.errors import InputError
 from SpineSynthSegLib.io import reorient, resample, write_bytes_atomic, write_volume
 from SpineSynthSegLib.labels import LabelEntry, LabelTable, sidecar_path
 from SpineSynthSegLib.losses import marginal_dice_ce, merge_matrix
@@ -13,6 +14,7 @@ from SpineSynthSegLib.model import load_checkpoint, load_torch_verified
 from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom
 from SpineSynthSegLib.train import TrainConfig, lr_lambda, resolve_path, train
 from SpineSynthSegLib.train_data import load_training_maps, semantic_lut, span_weight
+from SpineSynthSegLib.training_data import read_manifest
 
 SPACING = (4.0, 4.0, 4.0)
 
@@ -342,3 +344,22 @@ def test_committed_recipes_load():
         if cfg.init_from:  # the shipped model, or an earlier run's checkpoint
             start = resolve_path(base, cfg.init_from)
             assert start == root / "SpineSynthSegLib" / "models" / "default.pt" or start.is_relative_to(root / "runs"), path.name
+
+
+def test_missing_or_broken_manifest_fails_before_the_run_folder_exists(recipe, tmp_path):
+    cfg = json.loads(recipe.read_text())
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text(json.dumps({"maps": [{"name": "no path"}]}))
+    for maps, problem in ((tmp_path / "absent", "manifest not found"), (broken, "invalid manifest")):
+        path = tmp_path / f"{maps.name}.json"
+        path.write_text(json.dumps({**cfg, "labelmaps": str(maps), "output_dir": str(tmp_path / "runs")}))
+        with pytest.raises(InputError, match=problem) as err:
+            train(path, device="cpu", progress=False)
+        assert str(maps / "manifest.json") in str(err.value)
+        assert not (tmp_path / "runs").exists()
+    # train reads the manifest once and hands it on
+    maps = recipe.parent / "maps"
+    entries = json.loads((maps / "manifest.json").read_text())["maps"]
+    assert len(load_training_maps(maps, SPACING, manifest={"maps": entries[:1]})) == 1
+    assert read_manifest(maps)["disc_endplate_mm"] == 1.5
