@@ -139,7 +139,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     unpaired = {k: v for k, v in summary["unpaired"].items() if v}
     if unpaired:  # also logged as warnings
         print("unpaired: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in unpaired.items()))
-    return 0
+    for case, by in summary["failed"].items():  # also logged as errors
+        for who, message in by.items():
+            print(f"error: {case} ({who}) not scored: {message}", file=sys.stderr)
+    return 2 if summary["failed"] else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

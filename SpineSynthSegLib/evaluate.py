@@ -321,6 +321,13 @@ def _method_names(pred_dir: Path, compare_dir: Path | None, names) -> list[str]:
     return out
 
 
+def require_all_scored(summary: dict) -> None:
+    """For scripts whose figures must cover every case: raise `InputError` if `run_evaluate` left one out."""
+    if summary["failed"]:
+        problems = "; ".join(f"{case} ({who}): {msg}" for case, by in summary["failed"].items() for who, msg in by.items())
+        raise InputError(f"{len(summary['failed'])} case(s) not scored: {problems}")
+
+
 def run_evaluate(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | Path, groups_csv: str | Path | None = None,
                  convention_pred: str = "spineps", convention_ref: str = "spineps",
                  compare_dir: str | Path | None = None, *, names: tuple[str, ...] | None = None,
@@ -347,8 +354,10 @@ def run_evaluate(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | Path,
         per-case rows of per_case.csv.
 
     Raises:
-        InputError: unknown convention, missing folder, no case in common, a geometry mismatch
-            (naming both files), unreadable or unconvertible labels (naming the file).
+        InputError: unknown convention, missing folder, no case in common. A case whose files
+            cannot be scored (a geometry mismatch, naming both files; unreadable or unconvertible
+            labels, naming the file) is left out and listed under ``failed`` (case -> method or
+            'reference' -> message); the error is raised only when no case could be scored.
     """
     from .evaluate_report import box_plots, render_html
 
@@ -386,13 +395,28 @@ def run_evaluate(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | Path,
     need_info = "reference" in conventions
     cases_info = _cases_info(ref_dir, cases_json) if need_info else None
 
-    rows, per_case = [], {}
-    for case in cases:
-        ref = load_case(ref_files[case], convention_ref, case, cases_info)
-        todo = {m: (files[case], c) for m, (files, c) in methods.items() if case in files}
-        case_rows, per_case[case] = score_case(case, ref, todo, groups.get(case, ""), cases_info, tolerance_mm,
-                                               iou_threshold)
-        rows += case_rows
+    rows, per_case, failed, errors = [], {}, {}, []
+    for case in cases:  # a bad case (or one method's bad file) fails alone; the others are scored
+        try:
+            ref = load_case(ref_files[case], convention_ref, case, cases_info)
+        except InputError as err:
+            failed[case], errors = {"reference": str(err)}, [*errors, err]
+            log.error("%s: not scored: %s", case, err)
+            continue
+        for method, (files, convention) in methods.items():
+            if case not in files:
+                continue
+            try:
+                case_rows, info = score_case(case, ref, {method: (files[case], convention)}, groups.get(case, ""),
+                                             cases_info, tolerance_mm, iou_threshold)
+            except InputError as err:
+                failed.setdefault(case, {})[method], errors = str(err), [*errors, err]
+                log.error("%s %s: not scored: %s", method, case, err)
+                continue
+            rows += case_rows
+            per_case.setdefault(case, {}).update(info)
+    if not rows:  # nothing to report: the first problem is the error
+        raise errors[0]
     group_names = sorted(set(groups.values()))
     score_s = [i["score_s"] for c in per_case.values() for i in c.values()]
     read_s = [i["read_s"] for c in per_case.values() for i in c.values()]
@@ -402,7 +426,8 @@ def run_evaluate(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | Path,
                      "conventions": dict(zip(["pred", "ref", "compare"], conventions)),
                      "groups_csv": str(groups_csv) if groups_csv else None, "tolerance_mm": tolerance_mm,
                      "iou_threshold": iou_threshold},
-        "cases": {m: sorted(c for c in cases if c in files) for m, (files, _) in methods.items()},
+        "cases": {m: sorted(c for c in per_case if m in per_case[c]) for m in methods},
+        "failed": failed,
         "groups": groups,
         "unpaired": unpaired,
         "per_case": per_case,

@@ -220,6 +220,10 @@ def render_html(summary: dict, rows: list[dict], images: dict[str, bytes]) -> st
     parts.append(f"<p>Cases scored: {html.escape(str(n_cases))}. Scoring time per case: median "
                  f"{summary['timing']['score_s_median']:.2f} s (max {summary['timing']['score_s_max']:.2f} s), reading "
                  f"{summary['timing']['read_s_median']:.2f} s.</p>")
+    if summary.get("failed"):
+        parts.append("<h2>Not scored (bad files)</h2><ul>" + "".join(
+            f"<li>{html.escape(case)} ({html.escape(who)}): {html.escape(msg)}</li>"
+            for case, by in summary["failed"].items() for who, msg in by.items()) + "</ul>")
     unpaired = {k: v for k, v in summary["unpaired"].items() if v}
     if unpaired:
         parts.append("<h2>Unpaired files</h2><ul>" + "".join(

@@ -178,16 +178,22 @@ def case_name(path: str | os.PathLike) -> str:
 
 
 def unique_case_names(paths: Sequence[Path]) -> list[str]:
-    """Case names, made unique by prefixing parent folder names (then a counter) where they clash."""
+    """Case names, made unique by prefixing parent folder names (then a counter) where they clash.
+
+    Names never hold a path separator or the root, so every output stays inside the output folder.
+    """
     names = [case_name(p) for p in paths]
+    folders = [Path(os.path.abspath(p)).parent.parts[1:] for p in paths]  # [1:]: not the root
     for depth in range(1, 8):
-        clashes = {n for n in names if names.count(n) > 1}
+        groups: dict[str, set] = {}
+        for name, folder in zip(names, folders):
+            groups.setdefault(name, set()).add(folder)
+        clashes = {n for n, fs in groups.items() if len(fs) > 1}  # one folder: folder names cannot help
         if not clashes:
-            return names
+            break
         for idx, path in enumerate(paths):
             if names[idx] in clashes:
-                parents = Path(os.path.abspath(path)).parts[-depth - 1 : -1]
-                names[idx] = "_".join((*parents, case_name(path)))
+                names[idx] = "_".join((*folders[idx][max(0, len(folders[idx]) - depth):], case_name(path)))
     seen: dict[str, int] = {}
     for idx, name in enumerate(names):
         seen[name] = seen.get(name, 0) + 1
@@ -269,6 +275,8 @@ def _json_default(obj: Any) -> Any:
 def output_paths(out_dir: Path, case: str, output_format: str, with_instances: bool) -> dict[str, Path]:
     """The files one case writes: 'semantic', and 'instances' + 'levels' with level assignment."""
     ext = OUTPUT_FORMATS[output_format]
+    if not case or Path(case).name != case:
+        raise ValueError(f"case name {case!r} would leave the output folder")  # a bug, not bad input
     paths = {"semantic": out_dir / f"{case}_semantic{ext}"}
     if with_instances:
         paths["instances"] = out_dir / f"{case}_instances{ext}"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from SpineSynthSegLib.errors import InputError
-from SpineSynthSegLib.evaluate import case_id, find_label_files, read_groups, run_evaluate
+from SpineSynthSegLib.evaluate import case_id, find_label_files, read_groups, require_all_scored, run_evaluate
 from SpineSynthSegLib.io import Volume, write_volume
 from SpineSynthSegLib.labels import semantic_map
 
@@ -157,3 +157,24 @@ def test_errors_name_the_files(folders, tmp_path):
         run_evaluate(folders / "pred", folders / "ref", tmp_path / "o6", compare_dir=folders / "cmp", names=["a"])
     with pytest.raises(InputError, match="cases.json"):
         run_evaluate(folders / "pred", folders / "ref", tmp_path / "o5", convention_ref="reference")
+
+
+def test_a_bad_case_fails_alone(folders, tmp_path, capsys):
+    from SpineSynthSegLib.cli import main
+
+    pred = tmp_path / "pred"
+    for case in ("caseA", "caseC"):
+        _write(pred / f"{case}_instances.nii.gz", _spine())
+    _write(pred / "caseB_instances.nii.gz", _spine(), spacing=(1.0, 1.0, 2.0))  # another grid than the reference
+    out = tmp_path / "report"
+    summary = run_evaluate(pred, folders / "ref", out, plots=False)
+    assert summary["cases"] == {"pred": ["caseA", "caseC"]}
+    assert list(summary["failed"]) == ["caseB"] and "caseB_instances.nii.gz" in summary["failed"]["caseB"]["pred"]
+    assert {r["case"] for r in summary["rows"]} == {"caseA", "caseC"}
+    assert "Not scored" in (out / "report.html").read_text() and (out / "per_case.csv").is_file()
+    # the command line writes the report of the good cases and exits non-zero
+    code = main(["evaluate", "--pred", str(pred), "--ref", str(folders / "ref"), "-o", str(tmp_path / "cli"), "--no-plots"])
+    assert code == 2 and "caseB (pred) not scored" in capsys.readouterr().err
+    assert json.loads((tmp_path / "cli" / "summary.json").read_text())["cases"]["pred"] == ["caseA", "caseC"]
+    with pytest.raises(InputError, match="1 case.s. not scored: caseB"):
+        require_all_scored(summary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -270,6 +271,11 @@ def test_case_names(tmp_path):
     assert case_name(tmp_path / "series_7") == "series_7"
     names = unique_case_names([Path("/p/a/scan.nii.gz"), Path("/p/b/scan.nii.gz"), Path("/p/c/other.nrrd")])
     assert names == ["a_scan", "b_scan", "other"]
+    # one at the root, two in one folder (folder names cannot tell those apart: a counter)
+    names = unique_case_names([Path("/p/scan.nii.gz"), Path("/p/scan.nrrd"), Path("/scan.mha"), Path("/x/p/scan.nii")])
+    assert names == ["p_scan", "p_scan_2", "scan", "x_p_scan"]
+    assert unique_case_names([Path("/p/scan.nii.gz"), Path("/p/scan.nrrd")]) == ["scan", "scan_2"]
+    assert not any(os.sep in n or n.startswith(".") for n in names)
 
 
 def _touch(path: Path, data: bytes = b"") -> Path:
@@ -344,6 +350,15 @@ def test_batch_instances_and_partial_failure(tiny, batch, tmp_path):
     assert exit_code(results) == 1
     assert _files(out) == ["good1_instances.nii.gz", "good1_levels.json", "good1_semantic.nii.gz"]
     assert json.loads((out / "good1_levels.json").read_text())["confidence"] == 0.9
+
+
+def test_same_stem_twice_in_one_folder_writes_both_into_the_output_folder(tiny, batch, tmp_path):
+    shutil.copy(batch / "good2.nrrd", batch / "good1.nrrd")
+    out = tmp_path / "out"
+    results = run_segment([batch / "good1.nii.gz", batch / "good1.nrrd"], out, model_path=tiny[0], config=CPU,
+                          progress=False, instances=None)
+    assert [r.case for r in results] == ["good1", "good1_2"] and exit_code(results) == 0
+    assert _files(out) == ["good1_2_semantic.nii.gz", "good1_semantic.nii.gz"]
 
 
 def test_no_overwrite_without_permission(tiny, batch, tmp_path):

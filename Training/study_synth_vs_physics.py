@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from SpineSynthSegLib.evaluate import run_evaluate
+from SpineSynthSegLib.evaluate import require_all_scored, run_evaluate
 from SpineSynthSegLib.statistics import describe, paired_wilcoxon
 from SpineSynthSegLib.train import TrainConfig, train
 from SpineSynthSegLib.training_data import VALIDATION_CASES
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         ref, groups = reference_set(data, args.cases, Path(tmp))
         summary = run_evaluate(preds[arms[0]], ref, run_root / "report", groups_csv=groups, convention_ref="reference",
                                compare_dir=preds[arms[1]], names=tuple(arms), cases_json=data / "cases.json")
+    require_all_scored(summary)
     info = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
             "date": time.strftime("%Y-%m-%d"), "hardware": hardware(args.device), "steps": cfg.steps, "train_s": train_s}
     out = args.report or Path(__file__).resolve().parent / "studies" / f"{study['name']}.md"

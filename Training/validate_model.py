@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from SpineSynthSegLib.evaluate import run_evaluate
+from SpineSynthSegLib.evaluate import require_all_scored, run_evaluate
 from SpineSynthSegLib.inference import InferenceConfig
 from SpineSynthSegLib.instances import assign_levels
 from SpineSynthSegLib.io import read_image, read_labels, write_volume
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             ref, groups = reference_set(data, cases, Path(tmp))
             summary = run_evaluate(out / "pred", ref, out / "report", groups_csv=groups, convention_ref="reference",
                                    cases_json=data / "cases.json", plots=False)
+        require_all_scored(summary)
         accuracy = level_accuracy(summary["rows"])
         (out / "level_accuracy.json").write_text(json.dumps(accuracy, indent=1))
         print(json.dumps(accuracy, indent=1))
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         ref, groups = reference_set(data, args.cases, Path(tmp))
         summary = run_evaluate(out / "pred", ref, out / "report", groups_csv=groups, convention_ref="reference",
                                cases_json=data / "cases.json")
+    require_all_scored(summary)
     timings = {r.case: round(r.seconds, 1) for r in results}
     levels = {r.case: r.levels for r in results}
     (out / "segment_summary.json").write_text(json.dumps({"seconds": timings, "levels": levels}, indent=1, default=str))
