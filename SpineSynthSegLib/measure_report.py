@@ -48,18 +48,24 @@ _COLOURS = {"height": (255, 220, 0), "disc": (0, 230, 120), "distance": (0, 200,
 def convert(array: np.ndarray, convention: str, source: str = "segmentation") -> np.ndarray:
     """A label array in ``convention`` -> output instance ids (vertebrae 1-28, discs 100 + id).
 
-    'spineps' and 'verse' share the numbering (endplates 200 + id join their vertebra); 'spider'
-    counts from L5 = 1; 'totalsegmentator' is the CT 'total' task, 'totalsegmentator_mr' the
-    'vertebrae_mr' task. Labels of other structures (organs, canal, cord) are dropped.
+    'spineps' and 'verse' share the numbering (endplates 200 + id join their vertebra; VerSe's
+    coccyx, 27, is not measured); 'spider' counts from L5 = 1; 'totalsegmentator' is the CT 'total'
+    task, 'totalsegmentator_mr' the 'vertebrae_mr' task, whose other classes (organs, canal, cord)
+    are dropped. A label the convention does not define is an error naming ``source``: a wrong
+    convention would otherwise silently lose levels.
     """
-    if convention in ("spineps", "verse"):
-        return from_verse(array, drop_unknown=True)
-    if convention == "spider":
-        return from_spider(array, drop_unknown=True)
-    if convention == "totalsegmentator":
-        return from_totalsegmentator(array, "total", drop_unknown=True)
-    if convention == "totalsegmentator_mr":
-        return from_totalsegmentator(array, "vertebrae_mr", drop_unknown=True)
+    try:
+        if convention in ("spineps", "verse"):
+            arr = np.asarray(array)
+            return from_verse(np.where(arr == 27, 0, arr) if convention == "verse" else arr)
+        if convention == "spider":
+            return from_spider(array)
+        if convention == "totalsegmentator":
+            return from_totalsegmentator(array, "total")
+        if convention == "totalsegmentator_mr":
+            return from_totalsegmentator(array, "vertebrae_mr")
+    except InputError as err:
+        raise InputError(f"{err.problem} (is --convention {convention} right?)", source) from err
     raise InputError(f"unknown label convention {convention!r}; use one of {', '.join(CONVENTIONS)}", source)
 
 
@@ -198,6 +204,19 @@ def render_png(levels: list[Level], seg: Volume, image: Volume | None = None, pi
 # ----------------------------------------------------------------------------- runner
 
 
+def _check_image_covers(image: Volume, levels: list[Level], name: str) -> None:
+    """The PNG's image may have any grid, but it must hold the measured bodies (world coordinates)."""
+    centres = [lev.section.frame.origin for lev in levels if lev.section is not None]
+    if not centres:
+        return
+    inv = np.linalg.inv(image.affine)
+    idx = np.asarray(centres) @ inv[:3, :3].T + inv[:3, 3]
+    inside = np.all((idx >= -0.5) & (idx <= np.asarray(image.shape) - 0.5), axis=1)
+    if not inside.all():
+        raise InputError(f"{int((~inside).sum())} of {len(centres)} measured bodies lie outside this image "
+                         "(not the segmentation's image?)", name)
+
+
 def run_measure(seg_path, out_dir, image_path=None, convention: str = "spineps") -> dict:
     """Measure a segmentation file and write measurements.csv / .json / .png into ``out_dir``.
 
@@ -211,7 +230,8 @@ def run_measure(seg_path, out_dir, image_path=None, convention: str = "spineps")
         A summary: output paths, level counts, run time in seconds.
 
     Raises:
-        InputError: unreadable or 2D input, unknown convention, no vertebrae (names the file).
+        InputError: unreadable or 2D input, unknown convention or labels, no vertebrae, an image
+            that does not hold the measured bodies (names the file).
     """
     source = str(seg_path)
     if convention not in CONVENTIONS:
@@ -221,6 +241,8 @@ def run_measure(seg_path, out_dir, image_path=None, convention: str = "spineps")
     seg = seg.with_array(convert(seg.array, convention, source))
     image = read_image(image_path) if image_path else None
     levels = measure_volume(seg, source)
+    if image is not None:
+        _check_image_covers(image, levels, str(image_path))
     elapsed = time.perf_counter() - t0
     out = Path(out_dir)
     meta = {"segmentation": source, "image": str(image_path) if image_path else None, "convention": convention,

@@ -305,7 +305,19 @@ def test_errors_name_the_file(tmp_path):
         run_measure(flat, tmp_path / "o3")
     with pytest.raises(InputError, match="one_slice.*2D"):
         measure_volume(Volume(vol.array[:, :, 48:49].copy(), vol.spacing, vol.origin, vol.direction), "one_slice")
-    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    unknown = write_volume(vol.with_array(np.where(vol.array == 21, 999, vol.array)), tmp_path / "unknown.nii.gz")
+    with pytest.raises(InputError, match=r"unknown.nii.gz: .*\[999\].*--convention spineps"):
+        run_measure(unknown, tmp_path / "o4")  # before: L2 silently lost
+    elsewhere = write_volume(Volume(vol.array, vol.spacing, np.asarray(vol.origin) + 300.0, vol.direction),
+                             tmp_path / "elsewhere.nii.gz")
+    with pytest.raises(InputError, match=r"elsewhere.nii.gz: .* bodies lie outside this image"):
+        run_measure(seg, tmp_path / "o5", image_path=elsewhere)
+    for out in ("o1", "o2", "o4", "o5"):
+        assert not (tmp_path / out).exists()
+    # another grid that holds the bodies is fine: the PNG samples it in world coordinates
+    other_grid = write_volume(Volume(vol.array[::2, ::2].astype(np.float32), tuple(np.multiply(vol.spacing, (2, 2, 1))),
+                                     vol.origin, vol.direction), tmp_path / "other_grid.nii.gz")
+    assert run_measure(seg, tmp_path / "o6", image_path=other_grid)["measured"] > 0
 
 
 def test_other_conventions_give_the_same_measurements():
