@@ -34,6 +34,20 @@ def _range(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected a count range like 3-10, got {text!r}") from None
 
 
+def _check_outputs(folder: Path, existing: list[Path], overwrite: bool) -> None:
+    """Refuse an output folder that is a file, and (without --overwrite) outputs already there."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError("a file has this name: give an output folder", str(folder))
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise InputError(f"output already exists{more}; use --overwrite to replace", str(existing[0]))
+
+
+def _present(folder: Path, *names: str) -> list[Path]:
+    """The files or glob patterns ``names`` that exist in ``folder``, in the order of ``names``."""
+    return [p for n in names for p in (sorted(folder.glob(n)) if any(c in n for c in "*?[") else [folder / n]) if p.exists()]
+
+
 def _synthesis_config(args: argparse.Namespace):
     from .synthesis.pipeline import SynthesisConfig, config_from_json
 
@@ -42,7 +56,7 @@ def _synthesis_config(args: argparse.Namespace):
 
 
 def cmd_phantom(args: argparse.Namespace) -> int:
-    from .io import write_bytes_atomic, write_volume
+    from .io import WRITE_SUFFIXES, write_bytes_atomic, write_volume
     from .labels import sidecar_path
     from .phantom import PhantomConfig, generate_phantom
 
@@ -52,8 +66,11 @@ def cmd_phantom(args: argparse.Namespace) -> int:
         extent = [n * s for n, s in zip(base.shape, base.spacing)]
         geometry = {"spacing": tuple(args.spacing), "shape": tuple(max(8, round(e / s)) for e, s in zip(extent, args.spacing))}
     cfg = PhantomConfig(top_level=args.top_level, n_lumbar=args.n_lumbar, **geometry)
-    vol, table = generate_phantom(cfg, seed=args.seed)
     out = Path(args.output)
+    _check_outputs(out.parent, _present(out.parent, out.name, sidecar_path(out).name), args.overwrite)
+    if not out.name.lower().endswith(WRITE_SUFFIXES):  # before the sidecar is written
+        raise InputError(f"unsupported output format; use one of {', '.join(WRITE_SUFFIXES)}", str(out))
+    vol, table = generate_phantom(cfg, seed=args.seed)
     write_bytes_atomic(table.to_json().encode(), sidecar_path(out))
     write_volume(vol, out)
     print(f"phantom written: {out} (+ {sidecar_path(out).name}); targets {table.targets()}")
@@ -63,6 +80,14 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from .synthesis.files import synthesize_files
 
+    out = Path(args.output)
+    existing = _present(out, "synth_*_image.*", "synth_*_labels.*")
+    if args.preview:
+        preview = Path(args.preview)
+        if preview.is_dir():
+            raise InputError("a folder has this name: give the preview PNG's file name", str(preview))
+        _check_outputs(preview.parent, _present(preview.parent, preview.name), args.overwrite)
+    _check_outputs(out, existing, args.overwrite)
     t0 = time.perf_counter()
     res = synthesize_files(
         args.labels, args.output, n=args.n, config=_synthesis_config(args), seed=args.seed, crop=args.crop,
@@ -75,8 +100,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_make_labelmap(args: argparse.Namespace) -> int:
-    from .labelmaps import run_make_labelmap
+    from .labelmaps import run_make_labelmap, strip_image_suffix
 
+    stem = strip_image_suffix(Path(args.image).name)
+    _check_outputs(Path(args.output), _present(Path(args.output), f"{stem}_k*_*.nii.gz"), args.overwrite)
     paths = run_make_labelmap(
         args.image, args.labels, Path(args.output), n_maps=args.n_maps, k_outside=args.k_outside,
         k_inside=args.k_inside, seed=args.seed, reference_case=args.reference_case, cases_json=args.cases_json,
@@ -88,6 +115,7 @@ def cmd_make_labelmap(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    _check_outputs(Path(args.output), [], True)  # the demo folder is its own: a rerun replaces it
     summary = run_demo(Path(args.output), seed=args.seed, n=args.n)
     print(json.dumps(summary, indent=1))
     return 0
@@ -108,6 +136,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     settings = {"device": args.device, "tta_flip": args.tta}
     if args.overlap is not None:
         settings["overlap"] = args.overlap
+    _check_outputs(Path(args.output), [], True)  # existing outputs: checked per case (run_segment)
     results = run_segment(
         args.inputs, Path(args.output), model_path=args.model, config=InferenceConfig(**settings),
         overwrite=args.overwrite, output_format=args.format, shard=args.shard, progress=not args.no_progress,
@@ -119,7 +148,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def cmd_measure(args: argparse.Namespace) -> int:
     from .measure_report import run_measure
 
-    summary = run_measure(args.seg, Path(args.output), image_path=args.image, convention=args.convention)
+    out = Path(args.output)
+    _check_outputs(out, _present(out, "measurements.csv", "measurements.json", "measurements.png"), args.overwrite)
+    summary = run_measure(args.seg, out, image_path=args.image, convention=args.convention)
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -128,6 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import run_evaluate
 
     out = Path(args.output)
+    _check_outputs(out, _present(out, "per_case.csv", "summary.json", "report.html", "plots"), args.overwrite)
     summary = run_evaluate(
         args.pred, args.ref, out, groups_csv=args.groups, convention_pred=args.convention_pred,
         convention_ref=args.convention_ref, compare_dir=args.compare, names=args.names,
@@ -175,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--top-level", default="L1", help="highest vertebra, e.g. L1 or T10")
     ph.add_argument("--n-lumbar", type=int, default=5, choices=(5, 6))
     ph.add_argument("--spacing", type=float, nargs=3, help="voxel size in mm (array-axis order)")
+    ph.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ph.set_defaults(func=cmd_phantom)
 
     s = sub.add_parser("synth", help="synthesize N image/label pairs from a label map")
@@ -189,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--batch", type=int, default=4)
     s.add_argument("--preview", help="PNG grid of mid-sagittal slices")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.set_defaults(func=cmd_synth)
 
     m = sub.add_parser("make-labelmap", help="EM label maps from a real image and its structure labels")
@@ -201,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--reference-case", help="case id in cases.json (reference data: instance ids ordered superior to inferior)")
     m.add_argument("--cases-json", help="cases.json to use with --reference-case (default: found beside the labels)")
+    m.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     m.set_defaults(func=cmd_make_labelmap)
 
     t = sub.add_parser("train", help="train (or resume) a model from a recipe JSON (see Training/recipes)")
@@ -228,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--image", help="image for the PNG overlay (optional)")
     me.add_argument("--convention", default="spineps", help="spineps, verse, spider, totalsegmentator, totalsegmentator_mr")
     me.add_argument("-o", "--output", required=True, help="folder for measurements.csv/.json/.png")
+    me.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     me.set_defaults(func=cmd_measure)
 
     ev = sub.add_parser("evaluate", help="score predictions against reference labels (CSV, JSON, box plots, HTML)")
@@ -244,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tolerance", type=float, default=1.0, help="normalised surface Dice tolerance, mm")
     ev.add_argument("--cases-json", help="cases.json for --convention-ref reference (default: beside/above --ref)")
     ev.add_argument("--no-plots", action="store_true", help="skip the PNG box plots")
+    ev.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     ev.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="benchmarks")

@@ -222,7 +222,8 @@ def write_labelmaps(
     return written[::2]
 
 
-def _strip_suffix(name: str) -> str:
+def strip_image_suffix(name: str) -> str:
+    """A file name without its image suffix ('a.nii.gz' -> 'a'): the stem of the maps written for it."""
     for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -305,4 +306,4 @@ def run_make_labelmap(
         "k_inside_range": list(_k_range(k_inside, "k_inside", 1)),
         "seed": seed,
     }
-    return write_labelmaps(maps, out, _strip_suffix(image_path.name), provenance=provenance)
+    return write_labelmaps(maps, out, strip_image_suffix(image_path.name), provenance=provenance)

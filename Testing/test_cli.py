@@ -119,6 +119,50 @@ def test_make_labelmap_cli_and_geometry_mismatch(tmp_path, capsys):
     assert not bad_out.exists() or not any(bad_out.iterdir())
 
 
+def test_existing_outputs_need_overwrite_and_a_file_is_no_folder(phantom_file, tmp_path, capsys):
+    def run(*args) -> tuple[int, str]:
+        code = main([str(a) for a in args])
+        return code, capsys.readouterr().err
+
+    ph = tmp_path / "p.nii.gz"
+    assert run("phantom", "-o", ph)[0] == 0
+    table = sidecar_path(ph).read_bytes()
+    sidecar_path(ph).write_text("precious")
+    code, err = run("phantom", "-o", ph, "--seed", "1")
+    assert code == 2 and "p.nii.gz" in err and "--overwrite" in err and sidecar_path(ph).read_text() == "precious"
+    assert run("phantom", "-o", ph, "--overwrite")[0] == 0 and sidecar_path(ph).read_bytes() == table
+    code, err = run("phantom", "-o", tmp_path / "p.txt")  # refused before the sidecar is written
+    assert code == 2 and "unsupported output format" in err and not list(tmp_path.glob("p.txt*"))
+
+    synth = ["synth", phantom_file, "--n", "1", "--crop", "32x32x32", "-o", tmp_path / "s"]
+    assert run(*synth)[0] == 0
+    code, err = run(*synth)
+    assert code == 2 and "synth_0000_image.nii.gz" in err and "--overwrite" in err
+    assert run(*synth, "--overwrite")[0] == 0
+    code, err = run(*synth[:-1], tmp_path / "s2", "--preview", tmp_path)  # the preview is a folder
+    assert code == 2 and "preview PNG" in err and not (tmp_path / "s2").exists()
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for verb in (["synth", phantom_file, "--n", "1"], ["measure", ph], ["segment", ph], ["demo"]):
+        code, err = run(*verb, "-o", afile)
+        assert code == 2 and "afile: a file has this name" in err, verb
+
+    seg = tmp_path / "seg.nii.gz"
+    vol = read_labels(ph)
+    write_volume(vol.with_array(LabelTable.load(sidecar_path(ph)).target_map(vol.array)), seg)
+    assert run("measure", seg, "-o", tmp_path / "m")[0] == 0
+    code, err = run("measure", seg, "-o", tmp_path / "m")
+    assert code == 2 and "measurements.csv" in err
+    assert run("measure", seg, "-o", tmp_path / "m", "--overwrite")[0] == 0
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    for folder in (pred, ref):
+        write_volume(read_labels(seg), folder / "case_seg.nii.gz")
+    assert run("evaluate", "--pred", pred, "--ref", ref, "-o", tmp_path / "e", "--no-plots")[0] == 0
+    code, err = run("evaluate", "--pred", pred, "--ref", ref, "-o", tmp_path / "e", "--no-plots")
+    assert code == 2 and "per_case.csv" in err and "--overwrite" in err
+
+
 def test_demo_end_to_end(tmp_path):
     assert main(["demo", "-o", str(tmp_path / "demo"), "--n", "2"]) == 0
     png = Image.open(tmp_path / "demo" / "preview.png")
