@@ -64,7 +64,7 @@ def test_synth_crop_and_determinism(phantom_file, tmp_path):
     assert a.shape == (48, 64, 64) and np.array_equal(a.array, b.array)
 
 
-@pytest.mark.parametrize("kind", ["missing", "2d", "nan", "corrupt"])
+@pytest.mark.parametrize("kind", ["missing", "2d", "nan", "corrupt", "empty"])
 def test_synth_bad_input_exit_2_and_no_output(tmp_path, capsys, kind):
     import SimpleITK as sitk
 
@@ -77,6 +77,8 @@ def test_synth_bad_input_exit_2_and_no_output(tmp_path, capsys, kind):
         write_volume(Volume(arr), path)
     elif kind == "corrupt":
         path.write_bytes(b"not an image at all" * 10)
+    elif kind == "empty":
+        write_volume(Volume(np.zeros((6, 6, 6), np.int16)), path)
     out = tmp_path / "out"
     assert main(["synth", str(path), "-o", str(out)]) == 2
     err = capsys.readouterr().err

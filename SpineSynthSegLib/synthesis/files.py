@@ -89,6 +89,8 @@ def synthesize_files(
         raise InputError(f"device {device!r} requested but CUDA is not available")
     config = config or SynthesisConfig()
     vol, table = load_labelmap(label_path, table_path)
+    if not vol.array.any():  # one flat intensity and an empty target: never a training pair
+        raise InputError("the label map is empty (every voxel 0)", str(label_path))
     ras, reo = reorient(vol, "RAS")
     pipeline = SynthesisPipeline(config)
     source = LabelBatch.from_array(ras.array, table, ras.spacing).to(device)
