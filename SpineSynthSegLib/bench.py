@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .errors import InputError
 from .synthesis.pipeline import LabelBatch, SynthesisConfig, SynthesisPipeline
 from .synthesis.sampling import make_generator
 
@@ -154,12 +155,16 @@ def run_segment_benchmark(model_path: str | None = None, shape=(384, 384, 76), r
     from .phantom import PhantomConfig, generate_phantom
     from .synthesis.pipeline import LabelBatch, SynthesisConfig, SynthesisPipeline
 
-    try:
-        net, meta = load_checkpoint(model_path or default_model_path())
-        source = str(model_path or default_model_path())
-    except Exception as err:  # noqa: BLE001 - fall back to an untrained network of the default size
-        log.warning("no model (%s): timing an untrained default network", err)
-        net, meta, source = build_network(ModelConfig()).eval(), ModelMeta(), "untrained ModelConfig()"
+    if model_path is not None:  # a model asked for by name must load: no silent stand-in
+        net, meta = load_checkpoint(model_path)
+        source = str(model_path)
+    else:
+        try:
+            net, meta = load_checkpoint(default_model_path())
+            source = str(default_model_path())
+        except InputError as err:  # an installation without the shipped model: time the default size
+            log.warning("no model (%s): timing an untrained default network", err)
+            net, meta, source = build_network(ModelConfig()).eval(), ModelMeta(), "untrained ModelConfig()"
     labels, table = generate_phantom(PhantomConfig(shape=tuple(shape), spacing=(1.0, 1.0, 1.0)), seed=0)
     synth = SynthesisPipeline(SynthesisConfig(mode="physics", deform=False, resolution=False))
     with torch.no_grad():

@@ -301,7 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (InputError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever a library wrote
+        return 2
+    except FileNotFoundError as err:
+        print(f"error: {err.filename}: file not found", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

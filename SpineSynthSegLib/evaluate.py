@@ -108,15 +108,18 @@ def read_groups(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise InputError("groups file not found", str(path))
     groups: dict[str, str] = {}
-    with path.open(newline="") as fh:
-        for i, row in enumerate(csv.reader(fh)):
-            if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
-                continue
-            if i == 0 and row[0].strip().lower() in ("case", "case_id", "id"):
-                continue
-            if len(row) < 2 or not row[1].strip():
-                raise InputError(f"line {i + 1}: expected 'case,group', got {row}", str(path))
-            groups[case_id(row[0].strip())] = row[1].strip()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise InputError(f"not a text CSV file ({err.reason})", str(path)) from err
+    for i, row in enumerate(csv.reader(text.splitlines())):
+        if not row or not row[0].strip() or row[0].lstrip().startswith("#"):
+            continue
+        if i == 0 and row[0].strip().lower() in ("case", "case_id", "id"):
+            continue
+        if len(row) < 2 or not row[1].strip():
+            raise InputError(f"line {i + 1}: expected 'case,group', got {row}", str(path))
+        groups[case_id(row[0].strip())] = row[1].strip()
     if not groups:
         raise InputError("no case,group rows", str(path))
     return groups
@@ -190,7 +193,10 @@ def _cases_info(ref_dir: Path, cases_json: str | Path | None) -> dict | None:
     paths = [Path(cases_json)] if cases_json else [ref_dir / "cases.json", ref_dir.parent / "cases.json"]
     for p in paths:
         if p.is_file():
-            return json.loads(p.read_text())
+            try:
+                return json.loads(p.read_text())
+            except (ValueError, UnicodeDecodeError) as err:
+                raise InputError(f"not a JSON file: {err}", str(p)) from err
     if cases_json:
         raise InputError("cases.json not found", str(cases_json))
     return None

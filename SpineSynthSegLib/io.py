@@ -160,6 +160,9 @@ def read_volume(path: str | os.PathLike) -> Volume:
             # ReadImage is lazy about pixel data for some formats: force the read here.
             sitk.GetArrayViewFromImage(img)
     except RuntimeError as err:
+        shape = _nifti_shape(path)
+        if shape is not None and len(shape) != 3:  # ITK reads a 2D NIfTI's 3D affine as a singular 2D direction
+            raise InputError(f"expected a 3D volume, got {len(shape)}D (shape {shape})", source) from err
         first = str(err).strip().splitlines()
         detail = next((line for line in first if "ERROR" in line or "rror" in line), first[-1] if first else "")
         raise InputError(f"cannot read the file (corrupt, truncated or unsupported): {detail.strip()}", source) from err
@@ -167,6 +170,16 @@ def read_volume(path: str | os.PathLike) -> Volume:
     if not path.is_dir() and _suffix(path) in (".nii", ".nii.gz"):
         vol = _check_nifti(path, vol)
     return vol
+
+
+def _nifti_shape(path: Path) -> tuple[int, ...] | None:
+    """The array shape in a NIfTI header (None: not a NIfTI nibabel can parse)."""
+    if path.is_dir() or _suffix(path) not in (".nii", ".nii.gz"):
+        return None
+    try:
+        return tuple(int(n) for n in nib.load(str(path)).header.get_data_shape())
+    except Exception:  # noqa: BLE001 - unreadable header: the caller reports ITK's error
+        return None
 
 
 def _check_nifti(path: Path, vol: Volume) -> Volume:
@@ -187,7 +200,7 @@ def _check_nifti(path: Path, vol: Volume) -> Volume:
         try:
             data = np.asanyarray(proxy)
         except (EOFError, OSError, ValueError, zlib.error) as err:
-            raise InputError(f"truncated or corrupt voxel data ({err})", source) from err
+            raise InputError(f"truncated or corrupt voxel data (the header needs {need} bytes)", source) from err
         bad = ~np.isfinite(data)
         if bad.any() and data.size == vol.array.size and np.issubdtype(vol.array.dtype, np.floating):
             array = vol.array.copy()

@@ -192,7 +192,10 @@ class LabelTable:
 
     def check(self, labels: np.ndarray, source: str = "label map") -> None:
         """Raise InputError if the map holds labels that the table does not describe."""
-        unknown = sorted(set(np.unique(labels).tolist()) - set(self.ids))
+        arr = np.asarray(labels)
+        small = arr.size and arr.dtype.kind in "iu" and 0 <= arr.min() and arr.max() <= 100_000
+        present = np.flatnonzero(np.bincount(arr.ravel())) if small else np.unique(arr)  # bincount: far faster
+        unknown = sorted(set(present.tolist()) - set(self.ids))
         if unknown:
             raise InputError(f"labels {unknown[:10]} are not described by the label table", source)
 

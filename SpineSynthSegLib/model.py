@@ -129,7 +129,9 @@ def load_torch_verified(path: str | Path, expected_sha256: str | None = None) ->
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise InputError(f"not a loadable checkpoint: {err}", str(path)) from err
+        # not torch's own text: it is long and advises weights_only=False, which this project never does
+        raise InputError(f"not a loadable checkpoint ({type(err).__name__} under weights_only=True: corrupt, "
+                         "truncated, or not a SpineSynthSeg model file)", str(path)) from err
 
 
 def save_checkpoint(path: str | Path, network: torch.nn.Module, meta: ModelMeta) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import InputError
 from .inference import InferenceConfig, predict_probabilities, resolve_amp
 from .losses import marginal_dice_ce
 from .model import (
@@ -102,7 +103,14 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> tuple[TrainConfig, Path]:
         path = Path(path)
-        data = json.loads(path.read_text())
+        if not path.is_file():
+            raise InputError("recipe not found", str(path))
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise InputError(f"not a JSON recipe: {err}", str(path)) from err
+        if not isinstance(data, dict):
+            raise InputError("a recipe is a JSON object of settings", str(path))
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -170,3 +170,12 @@ def test_demo_end_to_end(tmp_path):
     png = Image.open(tmp_path / "demo" / "preview.png")
     assert png.size[0] >= 200
     assert len(list((tmp_path / "demo" / "physics").glob("*_image.nii.gz"))) == 2
+
+
+def test_missing_recipe_and_unreadable_input_are_one_line_input_errors(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {tmp_path / 'nope.json'}: recipe not found"
+    (tmp_path / "lab.nii.gz").write_bytes(b"")
+    assert main(["synth", str(tmp_path / "lab.nii.gz"), "-o", str(tmp_path / "o")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -153,6 +153,13 @@ def test_errors_name_the_files(folders, tmp_path):
     groups.write_text("case,group\ncaseA\n")
     with pytest.raises(InputError, match="expected 'case,group'"):
         read_groups(groups)
+    groups.write_bytes(b"\x1f\x8b\x08\x00\xff\xfe")  # a gzip file named .csv
+    with pytest.raises(InputError, match="g.csv: not a text CSV file"):
+        read_groups(groups)
+    (tmp_path / "cases.json").write_text("{nope")
+    with pytest.raises(InputError, match="cases.json: not a JSON file"):
+        run_evaluate(folders / "pred", folders / "ref", tmp_path / "o7", convention_ref="reference",
+                     cases_json=tmp_path / "cases.json")
     with pytest.raises(InputError, match="one method name per prediction folder"):
         run_evaluate(folders / "pred", folders / "ref", tmp_path / "o6", compare_dir=folders / "cmp", names=["a"])
     with pytest.raises(InputError, match="cases.json"):

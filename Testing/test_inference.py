@@ -448,3 +448,17 @@ def test_missing_instances_module_is_tolerated(tiny, batch, tmp_path, monkeypatc
     assert results[0].status == "ok"
     assert "level assignment unavailable" in caplog.text
     assert _files(out) == ["good1_semantic.nii.gz"]
+
+
+def test_unloadable_checkpoint_is_one_short_line_and_bench_refuses_it(tmp_path):
+    from SpineSynthSegLib.bench import run_segment_benchmark
+    from SpineSynthSegLib.model import hash_path, sha256_file
+
+    path = tmp_path / "text.pt"
+    path.write_text("not a checkpoint\n" * 20)
+    hash_path(path).write_text(sha256_file(path))  # a matching hash: the content itself is bad
+    with pytest.raises(InputError, match="not a loadable checkpoint") as err:
+        load_checkpoint(path)
+    assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value) and "text.pt" in str(err.value)
+    with pytest.raises(InputError, match="text.pt"):  # a model asked for by name: no untrained stand-in
+        run_segment_benchmark(model_path=path, repeats=1, device="cpu")

@@ -637,6 +637,26 @@ def test_2d_image_file(tmp_path):
     _assert_input_error(exc, path, "3D", "2D")
 
 
+def test_2d_nifti_with_a_sagittal_affine_says_2d(tmp_path):
+    """ITK takes the 2x2 corner of a 3D affine as the direction of a 2D image: singular for a sagittal one."""
+    path = tmp_path / "slice.nii.gz"
+    affine = np.array([[0.0, 0, -1, 0], [0, 1, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(np.arange(20, dtype=np.float32).reshape(4, 5), affine), path)
+    with pytest.raises(InputError) as exc:
+        read_volume(path)
+    _assert_input_error(exc, path, "expected a 3D volume, got 2D")
+
+
+def test_truncated_float_nifti_is_one_line(tmp_path):
+    raw = write_volume(make_volume(shape=(20, 20, 20)).with_array(np.ones((20, 20, 20), np.float32)), tmp_path / "f.nii")
+    path = tmp_path / "short.nii"
+    path.write_bytes(raw.read_bytes()[:-1000])
+    with pytest.raises(InputError) as exc:
+        read_volume(path)
+    _assert_input_error(exc, path, "truncated")
+    assert "\n" not in str(exc.value)
+
+
 def test_2d_mha_file(tmp_path):
     path = tmp_path / "flat.mha"
     sitk.WriteImage(sitk.GetImageFromArray(np.ones((4, 5), np.float32)), str(path))

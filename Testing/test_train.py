@@ -128,6 +128,12 @@ def test_lr_schedule_and_config_validation(tmp_path):
     bad.write_text(json.dumps({"stepz": 3}))
     with pytest.raises(ValueError, match="stepz"):
         TrainConfig.load(bad)
+    for text, problem in (("{'steps': 3}", "not a JSON recipe"), ("[1, 2]", "a recipe is a JSON object")):
+        bad.write_text(text)
+        with pytest.raises(InputError, match=f"r.json: {problem}"):
+            TrainConfig.load(bad)
+    with pytest.raises(InputError, match="nope.json: recipe not found"):
+        TrainConfig.load(tmp_path / "nope.json")
 
 
 def test_validation_scores_and_best_k(tmp_path):
