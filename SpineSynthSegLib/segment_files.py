@@ -392,6 +392,7 @@ def run_segment(
     segmenter = Segmenter.from_checkpoint(model_path, config)
     assign = _default_instances() if instances == "auto" else instances
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     cases = list(zip(paths, unique_case_names(paths)))
     results: list[CaseResult] = []
@@ -403,6 +404,8 @@ def run_segment(
         for path, case in bar:
             bar.set_postfix_str(case, refresh=False)
             results.append(_segment_case(path, case, out, segmenter, assign, output_format, overwrite))
+    if created and not any(out.iterdir()):  # every case failed: leave no empty folder behind
+        out.rmdir()
     log.info("%s", summarize(results))
     return results
 

@@ -331,6 +331,8 @@ def test_batch_with_a_corrupt_file(tiny, batch, tmp_path):
     assert exit_code(results) == 2
     seg = read_volume(out / "good1_semantic.nii.gz")
     assert seg.geometry_mismatch(read_image(batch / "good1.nii.gz")) == []
+    none = run_segment([batch / "broken.nii.gz"], tmp_path / "none", model_path=tiny[0], config=CPU, progress=False)
+    assert exit_code(none) == 2 and not (tmp_path / "none").exists()  # nothing written, no empty folder
 
 
 def test_batch_instances_and_partial_failure(tiny, batch, tmp_path):
