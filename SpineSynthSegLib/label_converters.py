@@ -72,7 +72,7 @@ def _apply(array: np.ndarray, mapping: Mapping[int, int], what: str, drop_unknow
     present = _present(arr)
     unknown = [v for v in present if v and v not in mapping]
     if unknown and not drop_unknown:
-        raise InputError(f"unknown {what} labels {unknown[:20]}; pass drop_unknown=True to map them to 0")
+        raise InputError(f"unknown {what} labels {unknown[:20]}: not in this label convention")
     if not present:
         return np.zeros(arr.shape, np.int32)
     lut = np.zeros(present[-1] + 1, np.int32)

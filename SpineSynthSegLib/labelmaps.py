@@ -282,12 +282,12 @@ def run_make_labelmap(
         if bad:
             raise InputError(
                 f"labels {bad[:10]} are not output vertebra/disc ids; convert them first "
-                "(label_converters) or give reference_case",
+                "(label_converters) or give the reference case (--reference-case)",
                 str(labels_path),
             )
         if present and present == list(range(1, len(present) + 1)) and len(present) < 7:
             log.warning(
-                "%s: labels 1..%d are read as C1..C%d; give reference_case if they are instance ids",
+                "%s: labels 1..%d are read as C1..C%d; give the reference case (--reference-case) if they are instance ids",
                 labels_path,
                 len(present),
                 len(present),
