@@ -65,7 +65,7 @@ def convert(array: np.ndarray, convention: str, source: str = "segmentation") ->
         if convention == "totalsegmentator_mr":
             return from_totalsegmentator(array, "vertebrae_mr")
     except InputError as err:
-        raise InputError(f"{err.problem} (is --convention {convention} right?)", source) from err
+        raise InputError(f"{err.problem} (is the label convention '{convention}' right?)", source) from err
     raise InputError(f"unknown label convention {convention!r}; use one of {', '.join(CONVENTIONS)}", source)
 
 

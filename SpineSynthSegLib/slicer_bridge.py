@@ -266,16 +266,30 @@ def segment_tag(segment, name: str) -> str | None:
     return str(value) if segment.GetTag(name, value) else None
 
 
+def segment_level(segment) -> int | None:
+    """A segment's level id: its `LABEL_TAG` tag, else a level name ('L3', 'L3-L4'); None if neither."""
+    tag = segment_tag(segment, LABEL_TAG) or ""
+    if tag.strip().isdigit():
+        return int(tag)
+    return label_from_name(segment.GetName())
+
+
+def segments_without_level(node) -> list[str]:
+    """Names of the segments of a segmentation node that `segment_level` cannot place."""
+    seg = node.GetSegmentation()
+    segments = [seg.GetNthSegment(i) for i in range(seg.GetNumberOfSegments())]
+    return [s.GetName() for s in segments if segment_level(s) is None]
+
+
 def _segment_value(segment, mode: str, fallback: int) -> int:
     if mode == "label_value":
         return int(segment.GetLabelValue())
     if mode == "index":
         return fallback
-    tag = segment_tag(segment, LABEL_TAG) or ""
-    if tag.strip().isdigit():
-        return int(tag)
-    parsed = label_from_name(segment.GetName())
-    return parsed if parsed is not None else int(segment.GetLabelValue())
+    level = segment_level(segment)
+    if level is not None:
+        return level
+    return 0 if mode == "levels" else int(segment.GetLabelValue())
 
 
 def segmentation_to_volume(node, reference=None, values: str = "auto") -> Volume:
@@ -286,9 +300,10 @@ def segmentation_to_volume(node, reference=None, values: str = "auto") -> Volume
         reference: a volume node giving the output grid (default: the segmentation's reference
             geometry, else the union of its segments).
         values: label value of each segment: 'auto' (the `LABEL_TAG` tag, else a level name like
-            'L3' / 'L3-L4', else the segment's label value), 'label_value' (as stored, e.g. from a
-            TotalSegmentator .seg.nrrd: then convert with `measure_report.convert`), or 'index'
-            (1, 2, ... in segment order).
+            'L3' / 'L3-L4', else the segment's label value), 'levels' (as 'auto', but 0 for a
+            segment that is no level), 'label_value' (as stored, e.g. from a TotalSegmentator
+            .seg.nrrd: then convert with `measure_report.convert`), or 'index' (1, 2, ... in
+            segment order).
     """
     import slicer
     from vtkmodules.vtkCommonCore import vtkStringArray
@@ -297,8 +312,8 @@ def segmentation_to_volume(node, reference=None, values: str = "auto") -> Volume
     n = seg.GetNumberOfSegments()
     if n == 0:
         raise InputError("the segmentation has no segments", node.GetName())
-    if values not in ("auto", "label_value", "index"):
-        raise ValueError(f"values must be 'auto', 'label_value' or 'index', got {values!r}")
+    if values not in ("auto", "levels", "label_value", "index"):
+        raise ValueError(f"values must be 'auto', 'levels', 'label_value' or 'index', got {values!r}")
     ids = vtkStringArray()
     lut = np.zeros(n + 1, np.int32)
     for i in range(n):

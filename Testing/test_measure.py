@@ -306,7 +306,7 @@ def test_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match="one_slice.*2D"):
         measure_volume(Volume(vol.array[:, :, 48:49].copy(), vol.spacing, vol.origin, vol.direction), "one_slice")
     unknown = write_volume(vol.with_array(np.where(vol.array == 21, 999, vol.array)), tmp_path / "unknown.nii.gz")
-    with pytest.raises(InputError, match=r"unknown.nii.gz: .*\[999\].*--convention spineps"):
+    with pytest.raises(InputError, match=r"unknown.nii.gz: .*\[999\].*convention 'spineps' right"):
         run_measure(unknown, tmp_path / "o4")  # before: L2 silently lost
     elsewhere = write_volume(Volume(vol.array, vol.spacing, np.asarray(vol.origin) + 300.0, vol.direction),
                              tmp_path / "elsewhere.nii.gz")

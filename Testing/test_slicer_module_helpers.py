@@ -105,6 +105,22 @@ def test_measure_segmentation(mrml, phantom_levels, tmp_path):
     assert [r["level"] for r in csv.DictReader(path.open())] == [i["level"] for i in doc["levels"]]
     with pytest.raises(ValueError, match="select a segmentation"):
         Measurements.measureSegmentation(mrml.scene, None)
+    # a segment that is no level (a canal drawn by hand, label value 1) is listed, not measured as C1
+    canal = np.zeros(phantom_levels.shape, np.int32)
+    canal[:4, :4, :4] = 1  # a corner the levels leave empty
+    canal = phantom_levels.with_array(canal)
+    assert not phantom_levels.array[:4, :4, :4].any()
+    extra = bridge.labels_to_segmentation(mrml.scene, canal, name="tmp").GetSegmentation().GetNthSegment(0)
+    extra.SetName("canal")
+    extra.SetTag(bridge.LABEL_TAG, "")
+    seg.GetSegmentation().AddSegment(extra, "canal")
+    again, _, _ = Measurements.measureSegmentation(mrml.scene, seg, tableNode=table)
+    assert [i["level"] for i in again["levels"]] == [i["level"] for i in doc["levels"]] and "C1" not in str(again)
+    assert again["skipped_segments"] == ["canal"] and "Not levels, not measured: canal." in Measurements.measurementSummary(again)
+    semantic = bridge.labels_to_segmentation(mrml.scene, phantom_levels.with_array((phantom_levels.array > 0).astype(np.int32)),
+                                             semantic=True, name="classes")
+    with pytest.raises(ValueError, match="classes .* not levels"):
+        Measurements.measureSegmentation(mrml.scene, semantic)
 
 
 def test_segmentation_run_files_and_result(mrml, phantom_levels, tmp_path):

@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{ok}/{len(rows)} case(s) segmented and measured; summary: {csv_path}")
     for r in rows:
         if r["status"] != "ok":
-            print(f"failed: {r['input']}: {r['error']}", file=sys.stderr)
+            named = r["input"] in r["error"]  # segmentation errors name the input already
+            print(f"failed: {r['error'] if named else r['input'] + ': ' + r['error']}", file=sys.stderr)
     return exit_status(rows)
 
 

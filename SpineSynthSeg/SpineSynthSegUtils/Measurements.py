@@ -16,8 +16,11 @@ def measureSegmentation(scene, segmentationNode, convention="spineps", tableNode
 
     Args:
         scene: the MRML scene.
-        segmentationNode: segments named/tagged by level ('spineps'), or label values of another
-            ``convention`` (`measure_report.CONVENTIONS`), converted first.
+        segmentationNode: segments named/tagged by level ('spineps'; other segments, such as a
+            canal, are listed in the document's ``skipped_segments``; with no segment named or
+            tagged, the label values are read as levels), or label values of another
+            ``convention`` (`measure_report.CONVENTIONS`), converted first. A semantic result
+            (body / disc classes) is refused.
         tableNode: an existing table node to fill (default: a new one).
         folder: subject-hierarchy folder of the lines (default: '<segmentation> measurements').
 
@@ -32,9 +35,19 @@ def measureSegmentation(scene, segmentationNode, convention="spineps", tableNode
     if segmentationNode is None:
         raise ValueError("select a segmentation")
     name = segmentationNode.GetName()
-    vol = bridge.segmentation_to_volume(segmentationNode, values="auto" if convention == "spineps" else "label_value")
+    if segmentationNode.GetAttribute(bridge.LABEL_TAG + ".Kind") == "semantic":
+        raise ValueError(f"{name} holds classes (vertebral body, disc), not levels: measure an instances result")
+    values, skipped = "label_value", []
+    if convention == "spineps":
+        skipped = bridge.segments_without_level(segmentationNode)
+        if len(skipped) < segmentationNode.GetSegmentation().GetNumberOfSegments():
+            values = "levels"  # some segments are levels: only they are measured; the others are listed
+        else:
+            skipped = []  # none named or tagged (an imported label map): its label values are the levels
+    vol = bridge.segmentation_to_volume(segmentationNode, values=values)
     vol = vol.with_array(convert(vol.array, convention, name))
-    meta = {"segmentation": name, "convention": convention, "spacing_mm": list(vol.spacing)}
+    meta = {"segmentation": name, "convention": convention, "spacing_mm": list(vol.spacing),
+            "skipped_segments": skipped}
     doc = json.loads(json.dumps(to_json(measure_volume(vol, name), meta)))
     folder = folder or f"{name} measurements"
     measurements.remove_folder(scene, folder)  # measuring again replaces the lines
@@ -51,6 +64,9 @@ def measurementSummary(doc) -> str:
     measured = sum(item["status"] != "not measurable" for item in doc["levels"])
     flagged = suspicious_levels(doc)
     text = f"{measured} of {len(doc['levels'])} levels measured."
+    skipped = doc.get("skipped_segments") or []
+    if skipped:
+        text += f" Not levels, not measured: {', '.join(skipped)}."
     return text + (" Suspicious: " + "; ".join(f"{k} {v}" for k, v in flagged.items()) if flagged else "")
 
 
