@@ -34,10 +34,15 @@ def _range(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected a count range like 3-10, got {text!r}") from None
 
 
-def _check_outputs(folder: Path, existing: list[Path], overwrite: bool) -> None:
-    """Refuse an output folder that is a file, and (without --overwrite) outputs already there."""
+def _check_folder(folder: Path) -> None:
+    """Refuse an output folder that is a file (before anything runs)."""
     if folder.exists() and not folder.is_dir():
         raise InputError("a file has this name: give an output folder", str(folder))
+
+
+def _check_outputs(folder: Path, existing: list[Path], overwrite: bool) -> None:
+    """`_check_folder`, and (without --overwrite) refuse the outputs already there."""
+    _check_folder(folder)
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise InputError(f"output already exists{more}; use --overwrite to replace", str(existing[0]))
@@ -115,7 +120,7 @@ def cmd_make_labelmap(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    _check_outputs(Path(args.output), [], True)  # the demo folder is its own: a rerun replaces it
+    _check_folder(Path(args.output))  # the demo folder is its own: a rerun replaces it
     summary = run_demo(Path(args.output), seed=args.seed, n=args.n)
     print(json.dumps(summary, indent=1))
     return 0
@@ -136,7 +141,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     settings = {"device": args.device, "tta_flip": args.tta}
     if args.overlap is not None:
         settings["overlap"] = args.overlap
-    _check_outputs(Path(args.output), [], True)  # existing outputs: checked per case (run_segment)
+    _check_folder(Path(args.output))  # existing outputs: checked per case (run_segment)
     results = run_segment(
         args.inputs, Path(args.output), model_path=args.model, config=InferenceConfig(**settings),
         overwrite=args.overwrite, output_format=args.format, shard=args.shard, progress=not args.no_progress,
