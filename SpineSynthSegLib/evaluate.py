@@ -11,7 +11,7 @@ semantic file gives the semantic scores and the other file the instances and lev
 Outputs in ``out_dir``: ``per_case.csv`` (one row per case x method x scope x structure),
 ``summary.json`` (settings, unpaired files, descriptive statistics, Wilcoxon comparisons),
 ``plots/*.png`` (box plots per group) and a self-contained ``report.html``. Every case is scored
-twice (`metrics.score_prediction`): 'raw', and 'span' (predicted components outside the labelled
+twice (`case_scoring.score_prediction`): 'raw', and 'span' (predicted components outside the labelled
 superior-inferior span ignored, the rule of shared/data/README.md).
 """
 
@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from . import label_converters as conv
+from .case_scoring import score_prediction, si_axis_of
 from .errors import InputError
 from .io import Volume, check_same_geometry, read_labels, write_bytes_atomic
 from .labels import SEMANTIC_CLASSES, semantic_of
-from .metrics import BINARY_METRICS, score_prediction, si_axis_of
+from .metrics import BINARY_METRICS
 from .statistics import compare_paired, describe, holm
 
 log = logging.getLogger(__name__)

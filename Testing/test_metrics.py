@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy import ndimage, stats
 
+from SpineSynthSegLib import case_scoring as S
 from SpineSynthSegLib import metrics as M
 from SpineSynthSegLib.statistics import compare_paired, describe, holm, paired_wilcoxon, rank_biserial
 
@@ -182,12 +183,12 @@ def test_labelled_span_rule_and_span_weight():
     ref = np.zeros((80, 10, 10), np.int32)
     for k, lab in enumerate((20, 21, 22)):  # slices 15-24, 30-39, 45-54: centres 19.5, 34.5, 49.5
         ref[15 + 15 * k : 25 + 15 * k, 2:8, 2:8] = lab
-    assert M.labelled_span(ref, 0) == (15 - 8, 54 + 8)  # floor(15 - 7.5), ceil(54 + 7.5)
-    mask = M.labelled_span_mask(ref, 0)
+    assert S.labelled_span(ref, 0) == (15 - 8, 54 + 8)  # floor(15 - 7.5), ceil(54 + 7.5)
+    mask = S.labelled_span_mask(ref, 0)
     assert np.array_equal(mask, span_weight(ref, si_axis=0) > 0)
     assert mask[7].all() and not mask[6].any() and mask[62].all() and not mask[63].any()
-    assert M.labelled_span(np.zeros_like(ref), 0) is None and not M.labelled_span_mask(np.zeros_like(ref), 0).any()
-    assert M.si_axis_of(IPR) == 0 and M.si_axis_of(np.eye(3)) == 2
+    assert S.labelled_span(np.zeros_like(ref), 0) is None and not S.labelled_span_mask(np.zeros_like(ref), 0).any()
+    assert S.si_axis_of(IPR) == 0 and S.si_axis_of(np.eye(3)) == 2
 
 
 def test_score_prediction_raw_and_span():
@@ -202,7 +203,7 @@ def test_score_prediction_raw_and_span():
     pred[55:62, 2:8, 2:8] = 122  # straddles the lower bound, centre 58 <= 58: kept
     from SpineSynthSegLib.labels import semantic_map
 
-    res = M.score_prediction(semantic_map(pred), semantic_map(ref), (1.0, 1.0, 1.0), 0,
+    res = S.score_prediction(semantic_map(pred), semantic_map(ref), (1.0, 1.0, 1.0), 0,
                              pred_instances=pred, ref_instances=ref)
     assert res["span_bounds"] == (11, 58)
     assert res["dropped"] == {"semantic": [1], "instances": [19, 23]}
@@ -222,7 +223,7 @@ def test_score_prediction_semantic_only_scores_reference_classes():
     ref[10:18, 2:8, 2:8] = ref[22:30, 2:8, 2:8] = 1  # bodies only: discs are not scored
     pred = ref.copy()
     pred[18:22, 2:8, 2:8] = 2
-    res = M.score_prediction(pred, ref, (1.0, 1.0, 1.0), 0)
+    res = S.score_prediction(pred, ref, (1.0, 1.0, 1.0), 0)
     assert {r["structure"] for r in res["raw"]} == {"vertebral_body"}
     inst = next(r for r in res["raw"] if r["kind"] == "instances")
     assert (inst["tp"], inst["fp"], inst["fn"], inst["level_accuracy"]) == (2, 0, 0, None)

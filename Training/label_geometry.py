@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from SpineSynthSegLib.case_scoring import si_axis_of
 from SpineSynthSegLib.io import read_labels
 from SpineSynthSegLib.label_converters import from_reference_case
 from SpineSynthSegLib.labels import DISC_OFFSET, LabelTable, sidecar_path
-from SpineSynthSegLib.metrics import si_axis_of
 from SpineSynthSegLib.training_data import VALIDATION_CASES
 
 LUMBAR = range(20, 25)  # L1-L5; discs: 100 + the vertebra above (T12-L1 ... L5-S1)

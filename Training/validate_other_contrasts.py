@@ -9,7 +9,7 @@ was ever a training image: a lumbar CT crop (L2-L4, TPTBox, manual sub-region la
 T2w MRI crop (C5-C7, TPTBox) and an abdominal CT (T11-S1, 3 mm, TotalSegmentator; its labels are
 that tool's predictions, and its label map was one of the training label-map sources). Writes the
 segment outputs and prints a Markdown table: body and disc Dice (raw and in the labelled span,
-`metrics.score_prediction`) and levels named right (Dice >= 0.5 with the same-named reference body).
+`case_scoring.score_prediction`) and levels named right (Dice >= 0.5 with the same-named reference body).
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from SpineSynthSegLib.case_scoring import score_prediction, si_axis_of
 from SpineSynthSegLib.io import read_labels
 from SpineSynthSegLib.label_converters import from_totalsegmentator, from_tptbox_subregions
 from SpineSynthSegLib.labels import DISC_OFFSET
-from SpineSynthSegLib.metrics import score_prediction, si_axis_of
 from SpineSynthSegLib.segment_files import run_segment
 
 
