@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-validation", action="store_true", help="drop the recipe's validation cases (no real images here)")
     p.add_argument("--warm", type=int, default=5)
     p.add_argument("--timed", type=int, default=20)
+    p.add_argument("--max-steps", type=int, default=None, help="at most this many steps, however many fit")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     name = TrainConfig.load(args.recipe)[0].name
@@ -83,6 +84,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     per_step, load_s = time_steps(args.recipe, args.work, args.device, args.no_validation, args.warm, args.timed)
     steps = steps_that_fit(args.deadline - time.time(), per_step, load_s)
+    if args.max_steps is not None:
+        steps = min(steps, args.max_steps)
     print(f"{args.recipe.name}: {per_step:.3f} s/step, {load_s:.1f} s to load, {steps} steps fit", flush=True)
     if steps < 1:
         print(f"{args.recipe.name}: no time left for training", file=sys.stderr)
