@@ -98,6 +98,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
         args.labels, args.output, n=args.n, config=_synthesis_config(args), seed=args.seed, crop=args.crop,
         device=args.device, batch_size=args.batch, preview=args.preview, table_path=args.table,
     )
+    written = {Path(p).resolve() for p in [*res.images, *res.labels]}
+    for stale in existing:  # --overwrite: pairs of an earlier, longer run would mix with these
+        if stale.resolve() not in written:
+            stale.unlink()
     print(f"{len(res.images)} image/label pairs written to {args.output} in {time.perf_counter() - t0:.1f} s")
     if res.preview:
         print(f"preview: {res.preview}")

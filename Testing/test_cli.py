@@ -140,7 +140,9 @@ def test_existing_outputs_need_overwrite_and_a_file_is_no_folder(phantom_file, t
     assert run(*synth)[0] == 0
     code, err = run(*synth)
     assert code == 2 and "synth_0000_image.nii.gz" in err and "--overwrite" in err
-    assert run(*synth, "--overwrite")[0] == 0
+    assert run(*synth[:3], "2", *synth[4:], "--overwrite")[0] == 0  # two pairs
+    assert run(*synth, "--overwrite")[0] == 0  # one pair again: the old second pair goes
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["synth_0000_image.nii.gz", "synth_0000_labels.nii.gz"]
     code, err = run(*synth[:-1], tmp_path / "s2", "--preview", tmp_path)  # the preview is a folder
     assert code == 2 and "preview PNG" in err and not (tmp_path / "s2").exists()
 
