@@ -207,18 +207,25 @@ def _cases_info(ref_dir: Path, cases_json: str | Path | None) -> dict | None:
 
 
 def score_case(case: str, ref: CaseLabels, methods: dict[str, tuple[CaseFiles, str]], group: str,
-               cases_info: dict | None, tolerance_mm: float = 1.0, iou_threshold: float = 0.5) -> tuple[list[dict], dict]:
+               cases_info: dict | None, tolerance_mm: float = 1.0, iou_threshold: float = 0.5
+               ) -> tuple[list[dict], dict, dict[str, InputError]]:
     """Score one case's predictions (method -> (files, convention)) against its reference.
 
-    Returns the rows (each tagged with case, group and method) and per-method info: the span
-    bounds, the dropped labels, and the seconds spent reading and scoring.
+    Returns the rows (each tagged with case, group and method), per-method info (the span
+    bounds, the dropped labels, the seconds spent reading and scoring) and, per method whose
+    files could not be scored (unreadable, another grid), its error: that method fails alone.
     """
-    rows, info = [], {}
+    rows, info, failed = [], {}, {}
     spacing, si_axis = ref.geometry.spacing, si_axis_of(ref.geometry.direction)
     for method, (files, convention) in methods.items():
         t0 = time.perf_counter()
-        pred = load_case(files, convention, case, cases_info)
-        check_same_geometry(pred.geometry, ref.geometry, pred.source, ref.source)
+        try:
+            pred = load_case(files, convention, case, cases_info)
+            check_same_geometry(pred.geometry, ref.geometry, pred.source, ref.source)
+        except InputError as err:
+            failed[method] = err
+            log.error("%s %s: not scored: %s", method, case, err)
+            continue
         t1 = time.perf_counter()
         res = score_prediction(pred.semantic, ref.semantic, spacing, si_axis, pred_instances=pred.instances,
                                ref_instances=ref.instances, tolerance_mm=tolerance_mm, iou_threshold=iou_threshold)
@@ -227,7 +234,7 @@ def score_case(case: str, ref: CaseLabels, methods: dict[str, tuple[CaseFiles, s
         info[method] = {"span_bounds": res["span_bounds"], "dropped": res["dropped"], "read_s": round(t1 - t0, 4),
                         "score_s": round(t2 - t1, 4)}
         log.info("%s %s: scored in %.2f s (+ %.2f s reading)", method, case, t2 - t1, t1 - t0)
-    return rows, info
+    return rows, info, failed
 
 
 def _metrics_of(kind: str) -> tuple[str, ...]:
@@ -407,21 +414,18 @@ def run_evaluate(pred_dir: str | Path, ref_dir: str | Path, out_dir: str | Path,
         try:
             ref = load_case(ref_files[case], convention_ref, case, cases_info)
         except InputError as err:
-            failed[case], errors = {"reference": str(err)}, [*errors, err]
+            case_failed = {"reference": err}
             log.error("%s: not scored: %s", case, err)
-            continue
-        for method, (files, convention) in methods.items():
-            if case not in files:
-                continue
-            try:
-                case_rows, info = score_case(case, ref, {method: (files[case], convention)}, groups.get(case, ""),
-                                             cases_info, tolerance_mm, iou_threshold)
-            except InputError as err:
-                failed.setdefault(case, {})[method], errors = str(err), [*errors, err]
-                log.error("%s %s: not scored: %s", method, case, err)
-                continue
+        else:
+            todo = {m: (files[case], c) for m, (files, c) in methods.items() if case in files}
+            case_rows, info, case_failed = score_case(case, ref, todo, groups.get(case, ""), cases_info,
+                                                      tolerance_mm, iou_threshold)
             rows += case_rows
-            per_case.setdefault(case, {}).update(info)
+            if info:
+                per_case[case] = info
+        if case_failed:
+            failed[case] = {who: str(err) for who, err in case_failed.items()}
+            errors += case_failed.values()
     if not rows:  # nothing to report: the first problem is the error
         raise errors[0]
     group_names = sorted(set(groups.values()))

@@ -69,6 +69,11 @@ class Volume:
         aff[:3, 3] = self.origin
         return aff
 
+    def world_to_index(self, points: np.ndarray) -> np.ndarray:
+        """Continuous voxel indices (..., 3) of LPS world points (..., 3)."""
+        inv = np.linalg.inv(self.affine)
+        return np.asarray(points, float) @ inv[:3, :3].T + inv[:3, 3]
+
     @property
     def affine_ras(self) -> np.ndarray:
         """4x4 voxel-to-world matrix in RAS (NIfTI/nibabel/Slicer) coordinates."""

@@ -140,8 +140,7 @@ def _reformat(levels: list[Level], seg: Volume, image: Volume | None, pixel: flo
     world = np.stack(np.broadcast_arrays(lr[:, None], -aa[None, :], ss[:, None]), -1)
 
     def sample(vol: Volume, order_: int) -> np.ndarray:
-        inv = np.linalg.inv(vol.affine)
-        idx = world.reshape(-1, 3) @ inv[:3, :3].T + inv[:3, 3]
+        idx = vol.world_to_index(world.reshape(-1, 3))
         data = vol.array if order_ == 0 else vol.array.astype(np.float32)
         return ndimage.map_coordinates(data, idx.T, order=order_, cval=0).reshape(world.shape[:2])
 
@@ -209,8 +208,7 @@ def _check_image_covers(image: Volume, levels: list[Level], name: str) -> None:
     centres = [lev.section.frame.origin for lev in levels if lev.section is not None]
     if not centres:
         return
-    inv = np.linalg.inv(image.affine)
-    idx = np.asarray(centres) @ inv[:3, :3].T + inv[:3, 3]
+    idx = image.world_to_index(np.asarray(centres))
     inside = np.all((idx >= -0.5) & (idx <= np.asarray(image.shape) - 0.5), axis=1)
     if not inside.all():
         raise InputError(f"{int((~inside).sum())} of {len(centres)} measured bodies lie outside this image "
