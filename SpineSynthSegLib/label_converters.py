@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
-from .labels import CRANIOCAUDAL_ORDER, SEMANTIC_IDS, VERTEBRA_NAMES, disc_label, vertebra_id
+from .labels import CRANIOCAUDAL_ORDER, SEMANTIC_IDS, VERTEBRA_NAMES, disc_label, present_labels, vertebra_id
 
 _BODY = SEMANTIC_IDS["vertebral_body"]
 _DISC = SEMANTIC_IDS["disc"]
@@ -57,19 +57,10 @@ def _as_int_array(array: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
-def _present(arr: np.ndarray) -> list[int]:
-    if arr.size == 0:
-        return []
-    top = int(arr.max())
-    if top <= 100_000:
-        return np.flatnonzero(np.bincount(arr.ravel(), minlength=top + 1)).tolist()
-    return np.unique(arr).tolist()
-
-
 def _apply(array: np.ndarray, mapping: Mapping[int, int], what: str, drop_unknown: bool) -> np.ndarray:
     """Map every value through ``mapping`` (0 stays 0); unknown values raise or become 0."""
     arr = _as_int_array(array, what)
-    present = _present(arr)
+    present = present_labels(arr)
     unknown = [v for v in present if v and v not in mapping]
     if unknown and not drop_unknown:
         raise InputError(f"unknown {what} labels {unknown[:20]}: not in this label convention")

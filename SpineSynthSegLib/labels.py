@@ -117,6 +117,16 @@ def semantic_of(label: int) -> int:
     return 0
 
 
+def present_labels(labels: np.ndarray) -> list[int]:
+    """The distinct values of a label array, ascending (bincount when they are small: far faster than unique)."""
+    arr = np.asarray(labels)
+    if arr.size == 0:
+        return []
+    if arr.dtype.kind in "biu" and arr.min() >= 0 and arr.max() <= 100_000:
+        return np.flatnonzero(np.bincount(arr.ravel().astype(np.intp, copy=False))).tolist()
+    return np.unique(arr).tolist()
+
+
 def semantic_map(instances: np.ndarray) -> np.ndarray:
     """Map an instance label array (vertebrae / discs) to the semantic classes."""
     lut_keys = np.unique(instances)
@@ -192,10 +202,7 @@ class LabelTable:
 
     def check(self, labels: np.ndarray, source: str = "label map") -> None:
         """Raise InputError if the map holds labels that the table does not describe."""
-        arr = np.asarray(labels)
-        small = arr.size and arr.dtype.kind in "iu" and 0 <= arr.min() and arr.max() <= 100_000
-        present = np.flatnonzero(np.bincount(arr.ravel())) if small else np.unique(arr)  # bincount: far faster
-        unknown = sorted(set(present.tolist()) - set(self.ids))
+        unknown = sorted(set(present_labels(labels)) - set(self.ids))
         if unknown:
             raise InputError(f"labels {unknown[:10]} are not described by the label table", source)
 
