@@ -10,7 +10,7 @@ The chain, as a function (`segment_volume`) with a thin class around it (`Segmen
 2. `predict_probabilities`: MONAI sliding-window inference with Gaussian blending, softmax, and
    optional left-right flip test-time augmentation (mean of the two probability maps).
 3. Back to the input: the class probabilities are interpolated linearly onto the RAS-oriented
-   input grid with an exact world-space mapping (`argmax_on_grid`), arg-maxed, post-processed
+   input grid with an exact world-space mapping (`grid_argmax.argmax_on_grid`), arg-maxed, post-processed
    (`postprocess`) and un-permuted (`Reorientation.undo`); the result carries the input's exact
    geometry.
 """
@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from .errors import InputError
+from .grid_argmax import argmax_on_grid
 from .io import Reorientation, Volume, from_sitk, grid_for_spacing, reorient, resample_to, to_sitk
 from .labels import SEMANTIC_IDS
 from .model import ModelMeta, load_checkpoint
@@ -253,90 +254,7 @@ def predict_probabilities(
     return probs
 
 
-# ----------------------------------------------------------------------------- back to the input
-
-
-def argmax_on_grid(probs: torch.Tensor, source: Volume, target: Volume, chunk_voxels: int = 1 << 18) -> np.ndarray:
-    """Interpolate class probabilities linearly from one grid to another, then arg-max.
-
-    The mapping is exact in world space (target index -> LPS -> source index, from the two
-    affines; any directions). Target points up to the source's border are clamped to it.
-
-    Args:
-        probs: [C, X, Y, Z] probabilities on the ``source`` grid (any device).
-        source, target: the two grids (only their geometry is used).
-        chunk_voxels: target voxels per interpolation call (bounds the memory).
-
-    Returns:
-        uint8 class indices with the target's shape (ties go to the lower class, background).
-    """
-    if tuple(probs.shape[1:]) != source.shape:
-        raise ValueError(f"probabilities {tuple(probs.shape)} do not match the source grid {source.shape}")
-    m = np.linalg.inv(source.affine) @ target.affine  # target index -> source index
-    if np.allclose(m[:3, :3], np.diag(np.diag(m[:3, :3])), atol=1e-9):
-        return _argmax_separable(probs, m, target.shape, chunk_voxels)
-    return _argmax_grid_sample(probs, m, target.shape, chunk_voxels)
-
-
-def _argmax_grid_sample(probs: torch.Tensor, m: np.ndarray, shape: tuple[int, ...], chunk_voxels: int) -> np.ndarray:
-    """`argmax_on_grid` for any index mapping ``m`` (4x4, target -> source): trilinear grid_sample."""
-    size = np.asarray(probs.shape[1:], float)
-    scale = np.where(size > 1, 2.0 / np.maximum(size - 1, 1), 0.0)  # align_corners=True
-    a = torch.as_tensor(scale[:, None] * m[:3, :3], dtype=torch.float32, device=probs.device)
-    b = torch.as_tensor(scale * m[:3, 3] - (size > 1), dtype=torch.float32, device=probs.device)
-    nx, ny, nz = shape
-    j = torch.arange(ny, dtype=torch.float32, device=probs.device)[None, :, None]
-    k = torch.arange(nz, dtype=torch.float32, device=probs.device)[None, None, :]
-    out = np.empty(shape, np.uint8)
-    step = max(1, chunk_voxels // max(1, ny * nz))
-    src = probs[None].float()
-    for x0 in range(0, nx, step):
-        i = torch.arange(x0, min(nx, x0 + step), dtype=torch.float32, device=probs.device)[:, None, None]
-        coords = [a[d, 0] * i + a[d, 1] * j + a[d, 2] * k + b[d] for d in range(3)]
-        grid = torch.stack(torch.broadcast_tensors(coords[2], coords[1], coords[0]), dim=-1)[None]
-        sampled = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        out[x0 : x0 + step] = _argmax0(sampled[0]).cpu().numpy()
-    return out
-
-
-def _argmax0(p: torch.Tensor) -> torch.Tensor:
-    """uint8 arg-max over dim 0 (first class wins ties); elementwise, much faster than
-    ``Tensor.argmax(0)`` on the CPU for a few classes."""
-    best, idx = p[0].clone(), torch.zeros(p.shape[1:], dtype=torch.uint8, device=p.device)
-    for c in range(1, p.shape[0]):
-        better = p[c] > best
-        idx.masked_fill_(better, c)
-        torch.maximum(best, p[c], out=best)
-    return idx
-
-
-def _lerp_axis(x: torch.Tensor, dim: int, coords: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of ``x`` along ``dim`` at fractional indices ``coords`` (clamped)."""
-    n = x.shape[dim]
-    g = coords.clamp(0, n - 1)
-    i0 = g.floor().long().clamp(max=max(n - 2, 0))
-    i1 = (i0 + 1).clamp(max=n - 1)
-    shape = [1] * x.dim()
-    shape[dim] = -1
-    w = (g - i0).view(shape).to(x.dtype)
-    return torch.lerp(x.index_select(dim, i0), x.index_select(dim, i1), w)
-
-
-def _argmax_separable(probs: torch.Tensor, m: np.ndarray, shape: tuple[int, ...], chunk_voxels: int) -> np.ndarray:
-    """`argmax_on_grid` for axis-aligned grids (diagonal index mapping): three 1D passes."""
-    dev = probs.device
-    coords = [
-        torch.arange(n, dtype=torch.float64, device=dev).mul(float(m[d, d])).add(float(m[d, 3])).float()
-        for d, n in enumerate(shape)
-    ]
-    out = np.empty(shape, np.uint8)
-    step = max(1, chunk_voxels // max(1, shape[1] * shape[2]))
-    src = probs.float()
-    for x0 in range(0, shape[0], step):
-        part = _lerp_axis(src, 1, coords[0][x0 : x0 + step])
-        part = _lerp_axis(_lerp_axis(part, 2, coords[1]), 3, coords[2])
-        out[x0 : x0 + step] = _argmax0(part).cpu().numpy()
-    return out
+# ----------------------------------------------------------------------------- post-processing
 
 
 @dataclass

@@ -14,12 +14,12 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from SpineSynthSegLib import inference
+from SpineSynthSegLib import grid_argmax, inference
 from SpineSynthSegLib.errors import InputError
+from SpineSynthSegLib.grid_argmax import argmax_on_grid
 from SpineSynthSegLib.inference import (
     InferenceConfig,
     Segmenter,
-    argmax_on_grid,
     postprocess,
     predict_probabilities,
     preprocess,
@@ -431,7 +431,7 @@ def test_separable_resampling_matches_grid_sample(spacing):
     probs = torch.softmax(3 * torch.randn(3, *source.shape), 0)
     m = np.linalg.inv(source.affine) @ target.affine
     fast = argmax_on_grid(probs, source, target, chunk_voxels=500)
-    general = inference._argmax_grid_sample(probs, m, target.shape, 1 << 20)
+    general = grid_argmax._argmax_grid_sample(probs, m, target.shape, 1 << 20)
     assert np.mean(fast != general) < 1e-3
 
 
