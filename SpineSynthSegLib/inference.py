@@ -4,7 +4,7 @@ The chain, as a function (`segment_volume`) with a thin class around it (`Segmen
 
 1. `preprocess`: reorient to canonical RAS (permutations/flips only, so no interpolation), smooth
    before down-sampling (optional Gaussian anti-aliasing), resample linearly to the model's
-   spacing on a grid with the same centre and direction (`io.grid_for_spacing`), normalise with
+   spacing on a grid with the same centre and direction (`resampling.grid_for_spacing`), normalise with
    the training normalisation (`synthesis.intensity.robust_normalize`, the checkpoint's quantiles)
    and pad to at least one patch.
 2. `predict_probabilities`: MONAI sliding-window inference with Gaussian blending, softmax, and
@@ -31,9 +31,10 @@ from scipy import ndimage
 
 from .errors import InputError
 from .grid_argmax import argmax_on_grid
-from .io import Reorientation, Volume, from_sitk, grid_for_spacing, reorient, resample_to, to_sitk
+from .io import Reorientation, Volume, from_sitk, reorient, to_sitk
 from .labels import SEMANTIC_IDS
 from .model import ModelMeta, load_checkpoint
+from .resampling import grid_for_spacing, resample_to
 from .synthesis.intensity import robust_normalize
 
 log = logging.getLogger(__name__)

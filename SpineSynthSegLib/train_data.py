@@ -182,9 +182,9 @@ class ValidationCase:
 def load_validation_cases(shared: str | Path, cases: list[str], spacing, patch_size) -> list[ValidationCase]:
     """Real labelled images (validation only), preprocessed exactly as inference does."""
     from .inference import preprocess
-    from .io import resample_to
     from .label_converters import from_reference_case
     from .model import ModelMeta
+    from .resampling import resample_to
 
     shared = Path(shared)
     info = json.loads((shared / "lumbar_mri" / "cases.json").read_text())

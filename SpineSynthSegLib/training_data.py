@@ -46,8 +46,9 @@ from scipy import ndimage
 from . import label_converters, labelmaps
 from .endplate_gap import endplate_gap
 from .errors import InputError
-from .io import Volume, read_image, read_labels, reorient, resample, write_bytes_atomic, write_volume
+from .io import Volume, read_image, read_labels, reorient, write_bytes_atomic, write_volume
 from .labels import LabelEntry, LabelTable, is_disc, is_vertebra, sidecar_path, vertebra_name
+from .resampling import resample
 
 log = logging.getLogger(__name__)
 

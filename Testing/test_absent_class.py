@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from SpineSynthSegLib.absent_class import derived_disc_supervision, inter_body_region
-from SpineSynthSegLib.io import reorient, resample
+from SpineSynthSegLib.io import reorient
 from SpineSynthSegLib.labels import DISC_OFFSET
 from SpineSynthSegLib.losses import marginal_dice_ce
 from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom
+from SpineSynthSegLib.resampling import resample
 from SpineSynthSegLib.train import TrainConfig
 from SpineSynthSegLib.train_data import load_training_maps
 

@@ -22,17 +22,15 @@ from SpineSynthSegLib.io import (
     check_labels,
     check_same_geometry,
     from_sitk,
-    grid_for_spacing,
     read_image,
     read_labels,
     read_volume,
     reorient,
-    resample,
-    resample_to,
     to_sitk,
     write_bytes_atomic,
     write_volume,
 )
+from SpineSynthSegLib.resampling import grid_for_spacing, resample, resample_to
 
 SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
 

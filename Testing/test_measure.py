@@ -13,12 +13,13 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from SpineSynthSegLib.errors import InputError
-from SpineSynthSegLib.io import Volume, read_labels, resample, resample_to, write_volume
+from SpineSynthSegLib.io import Volume, read_labels, write_volume
 from SpineSynthSegLib.label_converters import from_reference_case
 from SpineSynthSegLib.measure import genant_grade, height_indices, measure_volume, meyerding_grade
 from SpineSynthSegLib.measure_report import COLUMNS, convert, run_measure
 from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom, phantom_targets
 from SpineSynthSegLib.phantom_truth import phantom_levels
+from SpineSynthSegLib.resampling import resample, resample_to
 
 REQUIRED = ("level", "anterior_height_mm", "middle_height_mm", "posterior_height_mm", "wedge_ratio",
             "biconcavity_ratio", "genant_grade", "anterior_distance_to_next_mm", "posterior_distance_to_next_mm",

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from SpineSynthSegLib.errors import InputError
-from SpineSynthSegLib.io import reorient, resample, write_bytes_atomic, write_volume
+from SpineSynthSegLib.io import reorient, write_bytes_atomic, write_volume
 from SpineSynthSegLib.labels import LabelEntry, LabelTable, sidecar_path
 from SpineSynthSegLib.losses import marginal_dice_ce, merge_matrix
 from SpineSynthSegLib.model import load_checkpoint, load_torch_verified
 from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom
+from SpineSynthSegLib.resampling import resample
 from SpineSynthSegLib.train import TrainConfig, lr_lambda, resolve_path, train
 from SpineSynthSegLib.train_data import load_training_maps, semantic_lut, span_weight
 from SpineSynthSegLib.training_data import read_manifest
