@@ -39,7 +39,8 @@ disc takes the id of the nearest vertebra above it. Steps of `assign_levels` (RA
      L5: the count is shifted up then); confidence 0.3 and 'may be off by one'.
    ``confidence`` (in [0, 1]) starts at 0.5 + 0.5 x score (sacrum), 0.65 / 0.5 (l5 by disc / without
    discs) or 0.3 (top), times 0.7 per gap, 0.8 / 0.85 per transitional warning, 0.75 for 3 bodies
-   and 0.5 for fewer.
+   and 0.5 for fewer. A gap right above the S1 anchor also halves it, with a warning: a missed L5
+   and a missed S1 (a lower sacral body then read as S1, every level one too high) look the same.
 """
 
 from __future__ import annotations
@@ -438,6 +439,11 @@ def assign_levels(semantic: Volume, *, anchor: str = "auto", n_lumbar: int | Non
             warn.append(f"gap between {vertebra_name(ids[i])} and {vertebra_name(ids[i + 1])}: {missing} not segmented")
             conf *= 0.7
     if mode == "sacrum":
+        if k_a > 0 and col.gaps[k_a - 1]:  # a missed L5, or a missed S1 with S2 read as S1: both fit the gap
+            above = vertebra_name(seq[pos[k_a] - 1])
+            warn.append(f"a level is missing right above S1: {above} not segmented, or S1 not segmented and the "
+                        "body taken for S1 is a lower sacral one: may be off by one")
+            conf *= 0.5
         conf *= _transitional(col, lumbar, ras.shape[2], cfg, warn)
     if n < 4:
         warn.append(f"field of view too small to be sure: only {n} bod{'y' if n == 1 else 'ies'}")

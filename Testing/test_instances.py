@@ -253,6 +253,20 @@ def test_missing_body_leaves_a_gap():
     assert report["missing_levels"] == ["L3"]
     keep = expected != 22
     assert (out.array[keep] == expected[keep]).all()  # discs L2-L3 = 121, L3-L4 = 122
+    assert not [w for w in report["warnings"] if "right above S1" in w]
+
+
+def test_missing_body_right_above_the_sacrum_is_ambiguous():
+    vol, expected, _ = _spine(5)
+    _, full = assign_levels(vol)
+    sem = vol.array.copy()
+    sem[expected == 24] = 0  # L5 not segmented, or S1 missed and this 'S1' is S2: the map cannot tell
+    out, report = assign_levels(vol.with_array(sem))
+    assert report["anchor"] == "sacrum" and report["missing_levels"] == ["L5"]
+    keep = expected != 24
+    assert (out.array[keep] == expected[keep]).all()  # the labels stay: only the warning and confidence
+    assert [w for w in report["warnings"] if "missing right above S1: L5 not segmented" in w]
+    assert report["confidence"] <= 0.5 * 0.7 * full["confidence"] + 1e-3
 
 
 @pytest.mark.parametrize("oblique", [False, True])
