@@ -48,7 +48,7 @@ def _check_outputs(folder: Path, existing: list[Path], overwrite: bool) -> None:
         raise InputError(f"output already exists{more}; use --overwrite to replace", str(existing[0]))
 
 
-def _present(folder: Path, *names: str) -> list[Path]:
+def _existing(folder: Path, *names: str) -> list[Path]:
     """The files or glob patterns ``names`` that exist in ``folder``, in the order of ``names``."""
     return [p for n in names for p in (sorted(folder.glob(n)) if any(c in n for c in "*?[") else [folder / n]) if p.exists()]
 
@@ -72,7 +72,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
         geometry = {"spacing": tuple(args.spacing), "shape": tuple(max(8, round(e / s)) for e, s in zip(extent, args.spacing))}
     cfg = PhantomConfig(top_level=args.top_level, n_lumbar=args.n_lumbar, **geometry)
     out = Path(args.output)
-    _check_outputs(out.parent, _present(out.parent, out.name, sidecar_path(out).name), args.overwrite)
+    _check_outputs(out.parent, _existing(out.parent, out.name, sidecar_path(out).name), args.overwrite)
     if not out.name.lower().endswith(WRITE_SUFFIXES):  # before the sidecar is written
         raise InputError(f"unsupported output format; use one of {', '.join(WRITE_SUFFIXES)}", str(out))
     vol, table = generate_phantom(cfg, seed=args.seed)
@@ -86,12 +86,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from .synthesis.files import synthesize_files
 
     out = Path(args.output)
-    existing = _present(out, "synth_*_image.*", "synth_*_labels.*")
+    existing = _existing(out, "synth_*_image.*", "synth_*_labels.*")
     if args.preview:
         preview = Path(args.preview)
         if preview.is_dir():
             raise InputError("a folder has this name: give the preview PNG's file name", str(preview))
-        _check_outputs(preview.parent, _present(preview.parent, preview.name), args.overwrite)
+        _check_outputs(preview.parent, _existing(preview.parent, preview.name), args.overwrite)
     _check_outputs(out, existing, args.overwrite)
     t0 = time.perf_counter()
     res = synthesize_files(
@@ -112,7 +112,7 @@ def cmd_make_labelmap(args: argparse.Namespace) -> int:
     from .labelmaps import run_make_labelmap, strip_image_suffix
 
     stem = strip_image_suffix(Path(args.image).name)
-    _check_outputs(Path(args.output), _present(Path(args.output), f"{stem}_k*_*.nii.gz"), args.overwrite)
+    _check_outputs(Path(args.output), _existing(Path(args.output), f"{stem}_k*_*.nii.gz"), args.overwrite)
     paths = run_make_labelmap(
         args.image, args.labels, Path(args.output), n_maps=args.n_maps, k_outside=args.k_outside,
         k_inside=args.k_inside, seed=args.seed, reference_case=args.reference_case, cases_json=args.cases_json,
@@ -158,7 +158,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from .measure_report import run_measure
 
     out = Path(args.output)
-    _check_outputs(out, _present(out, "measurements.csv", "measurements.json", "measurements.png"), args.overwrite)
+    _check_outputs(out, _existing(out, "measurements.csv", "measurements.json", "measurements.png"), args.overwrite)
     summary = run_measure(args.seg, out, image_path=args.image, convention=args.convention)
     print(json.dumps(summary, indent=1, default=str))
     return 0
@@ -168,7 +168,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import run_evaluate
 
     out = Path(args.output)
-    _check_outputs(out, _present(out, "per_case.csv", "summary.json", "report.html", "plots"), args.overwrite)
+    _check_outputs(out, _existing(out, "per_case.csv", "summary.json", "report.html", "plots"), args.overwrite)
     summary = run_evaluate(
         args.pred, args.ref, out, groups_csv=args.groups, convention_pred=args.convention_pred,
         convention_ref=args.convention_ref, compare_dir=args.compare, names=args.names,

@@ -98,12 +98,11 @@ def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom"
         if not np.allclose(vol.spacing, spacing, atol=1e-3):
             raise ValueError(f"{path}: spacing {vol.spacing} differs from the training spacing {spacing}")
         table = LabelTable.load(sidecar_path(path))
-        table.check(vol.array, str(path))  # names the map, not just 'label map'
         teach_discs = bool(e.get("has_disc")) and (disc_sources is None or e.get("source") in disc_sources)
         sem = {x.id: int(lut[x.target]) for x in table.entries}
         sem = {k: v if v != SEMANTIC_IDS["disc"] or teach_discs else 0 for k, v in sem.items()}
         sem_table = LabelTable(tuple(LabelEntry(x.id, x.name, x.tissue, sem[x.id]) for x in table.entries))
-        lb = LabelBatch.from_array(vol.array, sem_table, vol.spacing)
+        lb = LabelBatch.from_array(vol.array, sem_table, vol.spacing, str(path))  # an error names the map
         targets = table.target_map(vol.array)
         weight = span_weight(targets, full=e.get("source") in full_span_sources)
         flags = [True, bool(e.get("has_body")), teach_discs]

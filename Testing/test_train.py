@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from SpineSynthSegLib.errors import InputError
-from SpineSynthSegLib.io import reorient, write_bytes_atomic, write_volume
+from SpineSynthSegLib.io import read_labels, reorient, write_bytes_atomic, write_volume
 from SpineSynthSegLib.labels import LabelEntry, LabelTable, sidecar_path
 from SpineSynthSegLib.losses import marginal_dice_ce, merge_matrix
 from SpineSynthSegLib.model import load_checkpoint, load_torch_verified
@@ -370,3 +370,15 @@ def test_missing_or_broken_manifest_fails_before_the_run_folder_exists(recipe, t
     entries = json.loads((maps / "manifest.json").read_text())["maps"]
     assert len(load_training_maps(maps, SPACING, manifest={"maps": entries[:1]})) == 1
     assert read_manifest(maps)["disc_endplate_mm"] == 1.5
+
+
+def test_a_map_with_undescribed_labels_is_named(recipe, tmp_path):
+    src = recipe.parent / "maps"
+    entry = json.loads((src / "manifest.json").read_text())["maps"][0]
+    vol = read_labels(src / entry["path"])
+    path = tmp_path / "odd.nii.gz"
+    write_volume(vol.with_array(np.where(vol.array == 0, 9999, vol.array)), path)
+    (tmp_path / "odd.json").write_bytes(sidecar_path(src / entry["path"]).read_bytes())
+    (tmp_path / "manifest.json").write_text(json.dumps({"maps": [dict(entry, path=path.name)]}))
+    with pytest.raises(InputError, match=r"odd.nii.gz: labels \[9999\] are not described"):
+        load_training_maps(tmp_path, SPACING)

@@ -113,9 +113,9 @@ class LabelBatch:
         return LabelBatch(self.labels.to(device), self.tissues.to(device), self.targets.to(device), self.spacing)
 
     @classmethod
-    def from_array(cls, array: np.ndarray, table: LabelTable, spacing) -> LabelBatch:
+    def from_array(cls, array: np.ndarray, table: LabelTable, spacing, source: str = "label map") -> LabelBatch:
         """One label map (with its table) -> a batch of one."""
-        table.check(array)
+        table.check(array, source)
         ids = np.array(table.ids, dtype=np.int64)
         lut = np.zeros(int(ids.max()) + 1, np.int64)
         lut[ids] = np.arange(len(ids))
