@@ -28,14 +28,8 @@ from SpineSynthSegLib.inference import (
 )
 from SpineSynthSegLib.io import Volume, read_image, read_volume, write_volume
 from SpineSynthSegLib.model import ModelConfig, ModelMeta, build_network, load_checkpoint, save_checkpoint
-from SpineSynthSegLib.segment_files import (
-    case_name,
-    exit_code,
-    expand_inputs,
-    run_segment,
-    shard,
-    unique_case_names,
-)
+from SpineSynthSegLib.segment_files import exit_code, run_segment
+from SpineSynthSegLib.segment_inputs import case_name, expand_inputs, shard, unique_case_names
 
 CPU = InferenceConfig(device="cpu")
 
