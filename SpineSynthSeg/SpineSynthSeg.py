@@ -44,7 +44,7 @@ from SpineSynthSegUtils.Dependencies import DependencyInstaller
 from SpineSynthSegUtils.SegmentationProcess import SegmentationProcess
 
 # Mirrors of library constants (the library is imported lazily); Testing/test_slicer_module_static.py
-# checks that they match SpineSynthSegLib.synthesis.physics_contrast.SEQUENCES and measure_report.CONVENTIONS.
+# checks that they match SpineSynthSegLib.synthesis.physics_contrast.SEQUENCES and label_converters.INSTANCE_CONVENTIONS.
 SEQUENCES = ("spin_echo", "inversion_recovery", "spoiled_gre", "water_fat")
 CONVENTIONS = ("spineps", "verse", "spider", "totalsegmentator", "totalsegmentator_mr")
 

@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     me = sub.add_parser("measure", help="vertebral body heights, distances, disc heights, Genant and Meyerding grades")
     me.add_argument("seg", help="instance segmentation (vertebrae, discs) in the given convention")
     me.add_argument("--image", help="image for the PNG overlay (optional)")
-    me.add_argument("--convention", default="spineps", help="spineps, verse, spider, totalsegmentator, totalsegmentator_mr")
+    me.add_argument("--convention", default="spineps", help="spineps, verse, spider, totalsegmentator, totalsegmentator_mr ('-' or '_' alike)")
     me.add_argument("-o", "--output", required=True, help="folder for measurements.csv/.json/.png")
     me.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     me.set_defaults(func=cmd_measure)
@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--output", required=True, help="report folder: per_case.csv, summary.json, plots/, report.html")
     ev.add_argument("--groups", help="CSV 'case,group' (e.g. contrast): statistics and tests per group")
     ev.add_argument("--compare", help="a second prediction folder: adds paired Wilcoxon tests")
-    conventions = "spineps, verse, spider, totalsegmentator, totalsegmentator-mr, reference, semantic"
+    conventions = "spineps, verse, spider, totalsegmentator, totalsegmentator_mr, reference, semantic"
     ev.add_argument("--convention-pred", default="spineps", help=f"label convention of --pred: {conventions}")
     ev.add_argument("--convention-ref", default="spineps", help="label convention of --ref ('reference': cases.json beside it)")
     ev.add_argument("--convention-compare", help="label convention of --compare (default: --convention-pred)")

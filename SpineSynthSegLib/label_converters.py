@@ -272,3 +272,42 @@ def from_reference_case(array: np.ndarray, case_id: str, cases: Mapping[str, Map
         raise InputError("case not found in cases.json", case_id)
     kind, lowest = REFERENCE_DATASETS[prefix]
     return from_reference(array, cases[case_id]["labels_superior_to_inferior"], kind, lowest=lowest)
+
+
+# ----------------------------------------------------------------------------- by convention name
+
+INSTANCE_CONVENTIONS = ("spineps", "verse", "spider", "totalsegmentator", "totalsegmentator_mr")
+
+
+def convention_name(convention: str) -> str:
+    """The canonical spelling: case and '-' / '_' do not matter ('TotalSegmentator-MR' is 'totalsegmentator_mr')."""
+    return str(convention).strip().lower().replace("-", "_")
+
+
+def check_convention(convention: str, known: Sequence[str] = INSTANCE_CONVENTIONS, source: str = "") -> str:
+    """``convention`` in its canonical spelling; `InputError` naming ``source`` when it is not one of ``known``."""
+    name = convention_name(convention)
+    if name not in known:
+        raise InputError(f"unknown label convention {convention!r}; use one of {', '.join(known)}", source)
+    return name
+
+
+def convert_instances(array: np.ndarray, convention: str, source: str = "segmentation") -> np.ndarray:
+    """A label array in a named convention (`INSTANCE_CONVENTIONS`) -> output instance ids.
+
+    'spineps' and 'verse' share the numbering (endplates 200 + id join their vertebra; VerSe's
+    coccyx, 27, is not a level here and is dropped); 'spider' counts from L5 = 1;
+    'totalsegmentator' is the CT 'total' task, 'totalsegmentator_mr' the 'vertebrae_mr' task,
+    whose other classes (organs, canal, cord) are dropped. A label the convention does not define
+    is an error naming ``source``: a wrong convention would otherwise silently lose levels.
+    """
+    name = check_convention(convention, source=source)
+    try:
+        if name in ("spineps", "verse"):
+            arr = np.asarray(array)
+            return from_verse(np.where(arr == 27, 0, arr) if name == "verse" else arr)
+        if name == "spider":
+            return from_spider(array)
+        return from_totalsegmentator(array, "total" if name == "totalsegmentator" else "vertebrae_mr")
+    except InputError as err:
+        raise InputError(f"{err.problem} (is the label convention '{convention}' right?)", source) from err

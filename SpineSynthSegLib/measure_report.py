@@ -28,7 +28,7 @@ from scipy import ndimage
 from .body_geometry import INWARD_SHIFT
 from .errors import InputError
 from .io import Volume, read_image, read_labels, write_bytes_atomic
-from .label_converters import from_spider, from_totalsegmentator, from_verse
+from .label_converters import check_convention, convert_instances
 from .measure import GENANT_BANDS, MEYERDING_BANDS, Level, measure_volume
 from .preview import _PALETTE, _to_uint8
 
@@ -40,33 +40,8 @@ COLUMNS = (
     "disc_middle_height_mm", "disc_posterior_height_mm", "slip_percent", "meyerding_grade",
     "height_loss_percent", "adjacent_height_loss_percent", "depth_mm", "slip_mm", "status", "reason",
 )
-CONVENTIONS = ("spineps", "verse", "spider", "totalsegmentator", "totalsegmentator_mr")
 _LPS_TO_RAS = np.array([-1.0, -1.0, 1.0])
 _COLOURS = {"height": (255, 220, 0), "disc": (0, 230, 120), "distance": (0, 200, 255), "slip": (255, 80, 200)}
-
-
-def convert(array: np.ndarray, convention: str, source: str = "segmentation") -> np.ndarray:
-    """A label array in ``convention`` -> output instance ids (vertebrae 1-28, discs 100 + id).
-
-    'spineps' and 'verse' share the numbering (endplates 200 + id join their vertebra; VerSe's
-    coccyx, 27, is not measured); 'spider' counts from L5 = 1; 'totalsegmentator' is the CT 'total'
-    task, 'totalsegmentator_mr' the 'vertebrae_mr' task, whose other classes (organs, canal, cord)
-    are dropped. A label the convention does not define is an error naming ``source``: a wrong
-    convention would otherwise silently lose levels.
-    """
-    try:
-        if convention in ("spineps", "verse"):
-            arr = np.asarray(array)
-            return from_verse(np.where(arr == 27, 0, arr) if convention == "verse" else arr)
-        if convention == "spider":
-            return from_spider(array)
-        if convention == "totalsegmentator":
-            return from_totalsegmentator(array, "total")
-        if convention == "totalsegmentator_mr":
-            return from_totalsegmentator(array, "vertebrae_mr")
-    except InputError as err:
-        raise InputError(f"{err.problem} (is the label convention '{convention}' right?)", source) from err
-    raise InputError(f"unknown label convention {convention!r}; use one of {', '.join(CONVENTIONS)}", source)
 
 
 def _ras(p: np.ndarray) -> list[float]:
@@ -222,7 +197,7 @@ def run_measure(seg_path, out_dir, image_path=None, convention: str = "spineps")
         seg_path: instance segmentation (NIfTI, NRRD, MHA, DICOM folder) in ``convention``.
         out_dir: output folder (created).
         image_path: optional image for the PNG (any grid: it is sampled in world coordinates).
-        convention: one of `CONVENTIONS`.
+        convention: one of `label_converters.INSTANCE_CONVENTIONS` ('-' or '_' alike).
 
     Returns:
         A summary: output paths, level counts, run time in seconds.
@@ -232,11 +207,10 @@ def run_measure(seg_path, out_dir, image_path=None, convention: str = "spineps")
             that does not hold the measured bodies (names the file).
     """
     source = str(seg_path)
-    if convention not in CONVENTIONS:
-        raise InputError(f"unknown label convention {convention!r}; use one of {', '.join(CONVENTIONS)}", source)
+    check_convention(convention, source=source)
     t0 = time.perf_counter()
     seg = read_labels(seg_path)
-    seg = seg.with_array(convert(seg.array, convention, source))
+    seg = seg.with_array(convert_instances(seg.array, convention, source))
     image = read_image(image_path) if image_path else None
     levels = measure_volume(seg, source)
     if image is not None:

@@ -302,7 +302,7 @@ def segmentation_to_volume(node, reference=None, values: str = "auto") -> Volume
         values: label value of each segment: 'auto' (the `LABEL_TAG` tag, else a level name like
             'L3' / 'L3-L4', else the segment's label value), 'levels' (as 'auto', but 0 for a
             segment that is no level), 'label_value' (as stored, e.g. from a TotalSegmentator
-            .seg.nrrd: then convert with `measure_report.convert`), or 'index' (1, 2, ... in
+            .seg.nrrd: then convert with `label_converters.convert_instances`), or 'index' (1, 2, ... in
             segment order).
     """
     import slicer

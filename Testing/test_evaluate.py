@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from SpineSynthSegLib.errors import InputError
-from SpineSynthSegLib.evaluate import case_id, find_label_files, read_groups, require_all_scored, run_evaluate
+from SpineSynthSegLib.evaluate import require_all_scored, run_evaluate
+from SpineSynthSegLib.evaluate_inputs import case_id, find_label_files, read_groups
 from SpineSynthSegLib.io import Volume, write_volume
 from SpineSynthSegLib.labels import semantic_map
 
@@ -142,7 +143,7 @@ def test_errors_name_the_files(folders, tmp_path):
     _write(other / "zzz_seg.nii.gz", _spine())
     with pytest.raises(InputError, match="no case ids in common"):
         run_evaluate(other, folders / "ref", tmp_path / "o2")
-    with pytest.raises(InputError, match="unknown label convention 'nope'"):
+    with pytest.raises(InputError, match="unknown label convention 'nope'; use one of .*reference, semantic"):
         run_evaluate(folders / "pred", folders / "ref", tmp_path / "o3", convention_pred="nope")
     with pytest.raises(InputError, match="not a folder"):
         run_evaluate(tmp_path / "missing", folders / "ref", tmp_path / "o4")

@@ -10,6 +10,8 @@ import pytest
 from SpineSynthSegLib import io
 from SpineSynthSegLib.errors import InputError
 from SpineSynthSegLib.label_converters import (
+    INSTANCE_CONVENTIONS,
+    convert_instances,
     from_reference,
     from_reference_case,
     from_spider,
@@ -201,3 +203,19 @@ def test_real_reference_cases(shared_data):
         assert set(np.unique(out).tolist()) == {0} | ids
         top, bottom = min(ids), max(ids)
         assert _centroid_si(vol, out == top) > _centroid_si(vol, out == bottom)  # superior first
+
+
+def test_conventions_by_name_take_either_spelling_and_name_the_source():
+    arr = np.zeros((4, 4, 4), np.int16)
+    arr[0], arr[1], arr[2], arr[3, 0] = 20, 120, 21, 27  # L1, L1-L2 disc, L2, a VerSe coccyx voxel
+    verse = convert_instances(arr, "VerSe", "a.nii.gz")
+    assert set(np.unique(verse).tolist()) == {0, 20, 21, 120}  # the coccyx is not a level: dropped
+    with pytest.raises(InputError, match=r"a.nii.gz: .*27.*convention 'spineps' right"):
+        convert_instances(arr, "spineps", "a.nii.gz")  # SPINEPS has no 27: an unknown label
+    mr = np.zeros((2, 2, 2), np.int16)
+    mr[0], mr[1] = 6, 2  # 'vertebrae_mr': 6 is L1, 2 is L5
+    for name in ("totalsegmentator_mr", "totalsegmentator-mr", "TotalSegmentator-MR"):
+        assert set(np.unique(convert_instances(mr, name)).tolist()) == {20, 24}
+    assert INSTANCE_CONVENTIONS[-1] == "totalsegmentator_mr"
+    with pytest.raises(InputError, match=r"b.nii.gz: unknown label convention 'nnunet'; use one of spineps"):
+        convert_instances(arr, "nnunet", "b.nii.gz")

@@ -14,9 +14,10 @@ from scipy.spatial.transform import Rotation
 
 from SpineSynthSegLib.errors import InputError
 from SpineSynthSegLib.io import Volume, read_labels, write_volume
+from SpineSynthSegLib.label_converters import convert_instances as convert
 from SpineSynthSegLib.label_converters import from_reference_case
 from SpineSynthSegLib.measure import genant_grade, height_indices, measure_volume, meyerding_grade
-from SpineSynthSegLib.measure_report import COLUMNS, convert, run_measure
+from SpineSynthSegLib.measure_report import COLUMNS, run_measure
 from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom, phantom_targets
 from SpineSynthSegLib.phantom_truth import phantom_levels
 from SpineSynthSegLib.resampling import resample, resample_to

@@ -169,7 +169,7 @@ def test_ui_is_valid_qt_designer_xml(ui_widgets):
 def test_mirrored_constants_match_the_library(tree):
     values = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
               for t in n.targets if isinstance(t, ast.Name) and t.id in ("SEQUENCES", "CONVENTIONS")}
-    from SpineSynthSegLib.measure_report import CONVENTIONS
+    from SpineSynthSegLib.label_converters import INSTANCE_CONVENTIONS as CONVENTIONS
     from SpineSynthSegLib.synthesis.physics_contrast import SEQUENCES
 
     assert values == {"SEQUENCES": tuple(SEQUENCES), "CONVENTIONS": tuple(CONVENTIONS)}

@@ -19,7 +19,7 @@ def measureSegmentation(scene, segmentationNode, convention="spineps", tableNode
         segmentationNode: segments named/tagged by level ('spineps'; other segments, such as a
             canal, are listed in the document's ``skipped_segments``; with no segment named or
             tagged, the label values are read as levels), or label values of another
-            ``convention`` (`measure_report.CONVENTIONS`), converted first. A semantic result
+            ``convention`` (`label_converters.INSTANCE_CONVENTIONS`), converted first. A semantic result
             (body / disc classes) is refused.
         tableNode: an existing table node to fill (default: a new one).
         folder: subject-hierarchy folder of the lines (default: '<segmentation> measurements').
@@ -29,8 +29,9 @@ def measureSegmentation(scene, segmentationNode, convention="spineps", tableNode
     """
     from SpineSynthSegLib import slicer_bridge as bridge
     from SpineSynthSegLib import slicer_measurements as measurements
+    from SpineSynthSegLib.label_converters import convert_instances
     from SpineSynthSegLib.measure import measure_volume
-    from SpineSynthSegLib.measure_report import convert, to_json
+    from SpineSynthSegLib.measure_report import to_json
 
     if segmentationNode is None:
         raise ValueError("select a segmentation")
@@ -45,7 +46,7 @@ def measureSegmentation(scene, segmentationNode, convention="spineps", tableNode
         else:
             skipped = []  # none named or tagged (an imported label map): its label values are the levels
     vol = bridge.segmentation_to_volume(segmentationNode, values=values)
-    vol = vol.with_array(convert(vol.array, convention, name))
+    vol = vol.with_array(convert_instances(vol.array, convention, name))
     meta = {"segmentation": name, "convention": convention, "spacing_mm": list(vol.spacing),
             "skipped_segments": skipped}
     doc = json.loads(json.dumps(to_json(measure_volume(vol, name), meta)))
