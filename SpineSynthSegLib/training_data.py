@@ -9,7 +9,7 @@ canonical RAS at the training spacing (given in RAS axis order), listed in ``<ou
   background (`random_background_labels`); subjects of validation cases are excluded.
 - ``totalseg``: the TotalSegmentator CT map (bodies, discs, posterior elements, cord).
 - ``verse``: the VerSe sub-verse004 mask, bodies split from the posterior elements at the
-  spinal canal's anterior wall (`split_body_at_canal`).
+  spinal canal's anterior wall (`source_structures.split_body_at_canal`).
 - ``phantom``: `phantom.generate_phantom` with varied configurations.
 
 Structure-only maps get a 1-voxel cortex rim (cortical_bone) around marrow for bodies and an
@@ -49,15 +49,12 @@ from .errors import InputError
 from .io import Volume, read_image, read_labels, reorient, write_bytes_atomic, write_volume
 from .labels import LabelEntry, LabelTable, is_disc, is_vertebra, sidecar_path, vertebra_name
 from .resampling import resample
+from .source_structures import CORD, POSTERIOR, ivd_native_to_discs, split_binary_bodies, split_body_at_canal
 
 log = logging.getLogger(__name__)
 
 VALIDATION_CASES = ("VB2_05", "VB2_13", "VB2_18", "VB3_02", "VB3_20", "VB3_40", "IVD_11", "IVD_20", "IVD_42")
 SOURCES = ("real", "vb2native", "ivdnative", "totalseg", "verse", "phantom")
-#: IVDnative mask values -> disc ids (L5/S1 ... L1/L2); other files are mapped by value rank.
-IVD_NATIVE_DISCS = {51: 124, 102: 123, 153: 122, 204: 121, 255: 120}
-#: Generation-only structure codes in the intermediate structure maps (> every output id).
-POSTERIOR, CORD = 1001, 1002
 _TOTALSEG = "samples/totalsegmentator_tests/spine_report_totalseg"
 _VERSE = "samples/verse_sub-verse004_mask/sub-verse004_seg-vert_msk.nii.gz"
 _PHANTOM_SPACINGS = ((1.5, 1.5, 1.5), (1.0, 1.0, 3.0), (1.25, 1.25, 4.0), (3.0, 1.0, 1.0), (2.0, 1.25, 1.25))
@@ -131,100 +128,6 @@ def random_background_labels(
     lut = np.zeros(out.max() + 1, np.int32)
     lut[used] = np.arange(1, used.size + 1)
     return lut[out]
-
-
-def split_binary_bodies(vol: Volume, lowest: str = "L5", expected: int | None = 7, min_mm3: float = 1000.0):
-    """Binary body mask -> consecutive vertebra ids ending at ``lowest``, ordered by world height.
-
-    Components under ``min_mm3`` are dropped; returns None (warning) when the count differs from
-    ``expected`` (None accepts any count): a miscount would shift every level.
-    """
-    lab, n = ndimage.label(vol.array > 0)
-    sizes = ndimage.sum_labels(np.ones(vol.shape), lab, range(1, n + 1)) * float(np.prod(vol.spacing))
-    keep = [i + 1 for i in range(n) if sizes[i] >= min_mm3]
-    if not keep or (expected is not None and len(keep) != expected):
-        log.warning("%d body components (expected %s): map skipped", len(keep), expected)
-        return None
-    centres = np.asarray(ndimage.center_of_mass(np.ones(vol.shape), lab, keep))
-    world_s = (vol.affine[:3, :3] @ centres.T + vol.affine[:3, 3:])[2]  # LPS: +z is superior
-    order = [keep[i] for i in np.argsort(-world_s)]
-    lab[~np.isin(lab, keep)] = 0
-    return vol.with_array(label_converters.from_reference(lab, order, "vertebra", lowest=lowest))
-
-
-def ivd_native_to_discs(array: np.ndarray) -> np.ndarray:
-    """IVDnative mask -> disc ids 124 (L5/S1) .. 120 (L1/L2); largest component per disc kept.
-
-    The values are ranked: the five values holding >= 1 % of the largest one's voxels, ascending,
-    are L5/S1 .. L1/L2 (51..255 in all files but IVDnative_05, which holds 4..18 and 10 stray
-    voxels of 255); rarer values are dropped as strays.
-    """
-    arr = np.asarray(array).astype(np.int64)
-    values, counts = np.unique(arr[arr > 0], return_counts=True)
-    main = values[counts >= 0.01 * counts.max(initial=0)]
-    if main.size != len(IVD_NATIVE_DISCS):
-        raise InputError(f"expected 5 disc values, found {main.tolist()} (counts {counts.tolist()})")
-    if main.size < values.size:
-        log.info("IVDnative: stray values %s dropped", sorted(set(values.tolist()) - set(main.tolist())))
-    lut = np.zeros(int(values.max()) + 1, np.int32)
-    lut[main] = sorted(IVD_NATIVE_DISCS.values(), reverse=True)
-    out = lut[arr]
-    for disc in IVD_NATIVE_DISCS.values():
-        lab, n = ndimage.label(out == disc)
-        if n > 1:
-            out[(lab > 0) & (lab != 1 + int(np.argmax(np.bincount(lab.ravel())[1:])))] = 0
-    return out
-
-
-def split_body_at_canal(instances: np.ndarray, spacing, min_canal_mm2: float = 30.0) -> np.ndarray:
-    """Whole vertebrae (RAS array of ids) -> bodies keep their id, posterior elements -> `POSTERIOR`.
-
-    Per axial slice the canal is the largest hole of the vertebra mask (>= ``min_canal_mm2``, near
-    its midline, posterior to its centroid); a line fitted to the canal's anterior wall over the
-    slices cuts body (anterior) from posterior elements; a vertebra without a closed ring borrows
-    the others' wall. Dice against TotalSegmentator's body split 0.94-0.99 (T12-L5, 3 mm), against
-    TPTBox sub-regions 0.97 / 0.99.
-    """
-    sp = np.asarray(spacing, float)
-    ids = [int(v) for v in np.unique(instances) if is_vertebra(int(v))]
-    walls = {}
-    for v in ids:
-        m = instances == v
-        idx = np.nonzero(m)
-        c_r, c_a = idx[0].mean(), idx[1].mean()
-        zs, fronts = [], []
-        for z in np.unique(idx[2]):
-            hole = ndimage.binary_fill_holes(m[:, :, z]) & ~m[:, :, z]
-            lab, n = ndimage.label(hole)
-            best = (0, 0)
-            for i in range(1, n + 1):
-                r, a = np.nonzero(lab == i)
-                if r.size * sp[0] * sp[1] >= min_canal_mm2 and abs(r.mean() - c_r) * sp[0] < 12 and a.mean() < c_a:
-                    best = max(best, (r.size, int(a.max())))
-            if best[0]:
-                zs.append(z)
-                fronts.append(best[1])
-        walls[v] = (np.asarray(zs), np.asarray(fronts, float))
-    all_z = np.concatenate([w[0] for w in walls.values()] + [np.zeros(0)])
-    all_f = np.concatenate([w[1] for w in walls.values()] + [np.zeros(0)])
-    z = np.arange(instances.shape[2])
-    a_idx = np.arange(instances.shape[1])[None, :, None]
-    out = instances.copy()
-    for v in ids:
-        zs, fronts = walls[v]
-        if zs.size >= 3:
-            wall = np.polyval(np.polyfit(zs, fronts, 1), z)
-        elif zs.size:
-            wall = np.full(z.shape, np.median(fronts))
-        elif all_z.size:
-            order = np.argsort(all_z)
-            wall = np.interp(z, all_z[order], all_f[order])
-        else:
-            log.warning("vertebra %s: no spinal canal found; whole vertebra generation-only", vertebra_name(v))
-            out[instances == v] = POSTERIOR
-            continue
-        out[(instances == v) & (a_idx <= wall[None, None, :])] = POSTERIOR
-    return out
 
 
 def canonical(vol: Volume, spacing, method: str | None = None) -> Volume:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from SpineSynthSegLib import io
+from SpineSynthSegLib import source_structures as ss
 from SpineSynthSegLib import training_data as td
 from SpineSynthSegLib.errors import InputError
 from SpineSynthSegLib.labels import LabelTable, sidecar_path
@@ -64,7 +65,7 @@ def test_split_binary_bodies_orders_superior_to_inferior(flip):
     if flip:
         direction[:, 2] *= -1  # axis 2 now points inferior
     vol = io.Volume(_stack(7), (2.0, 1.25, 1.25), (0, 0, 0), direction)
-    out = td.split_binary_bodies(vol)
+    out = ss.split_binary_bodies(vol)
     centres = [np.nonzero(out.array == v)[2].mean() for v in range(18, 25)]  # T11 .. L5
     assert sorted(np.unique(out.array).tolist()) == [0, *range(18, 25)]
     assert centres == sorted(centres, reverse=not flip)  # T11 highest in world S
@@ -73,9 +74,9 @@ def test_split_binary_bodies_orders_superior_to_inferior(flip):
 
 def test_split_binary_bodies_count_mismatch_skips(caplog):
     vol = io.Volume(_stack(6), (2.0, 1.25, 1.25), (0, 0, 0), RAS)
-    assert td.split_binary_bodies(vol) is None
+    assert ss.split_binary_bodies(vol) is None
     assert "expected 7" in caplog.text
-    assert sorted(np.unique(td.split_binary_bodies(vol, expected=None).array)) == [0, *range(19, 25)]
+    assert sorted(np.unique(ss.split_binary_bodies(vol, expected=None).array)) == [0, *range(19, 25)]
 
 
 @pytest.mark.parametrize("values", [(51, 102, 153, 204, 255), (4, 7, 11, 14, 18)])
@@ -85,12 +86,12 @@ def test_ivd_native_values(values):
         a[2:18, 5 + 10 * i : 9 + 10 * i, :] = v
     a[0, 0, 0] = 255 if values[0] != 51 else 0  # a stray voxel of a foreign value
     a[19, 5, 3] = values[1]  # a stray component of a disc
-    out = td.ivd_native_to_discs(a)
+    out = ss.ivd_native_to_discs(a)
     for i, disc in enumerate((124, 123, 122, 121, 120)):
         assert np.all(out[2:18, 5 + 10 * i : 9 + 10 * i] == disc)
     assert out[0, 0, 0] == 0 and out[19, 5, 3] == 0
     with pytest.raises(InputError):
-        td.ivd_native_to_discs(np.where(a == values[0], 0, a))  # only four discs
+        ss.ivd_native_to_discs(np.where(a == values[0], 0, a))  # only four discs
 
 
 def test_split_body_at_canal():
@@ -98,20 +99,20 @@ def test_split_body_at_canal():
     a[10:30, 22:36, :] = 22  # body
     a[12:28, 8:22, 3:9] = 22  # ring around the canal, behind the body
     a[16:24, 12:20, 3:9] = 0  # the canal
-    out = td.split_body_at_canal(a, (1.0, 1.0, 1.0))
+    out = ss.split_body_at_canal(a, (1.0, 1.0, 1.0))
     assert np.all(out[10:30, 22:36] == 22)
-    assert np.all(out[12:28, 8:12, 3:9] == td.POSTERIOR)
+    assert np.all(out[12:28, 8:12, 3:9] == ss.POSTERIOR)
 
 
 def test_compose_keeps_targets():
     s = np.zeros((20, 40, 40), np.int32)
     s[5:15, 10:30, 5:15] = 24
     s[5:15, 10:30, 15:19] = 123
-    s[5:15, 0:8, 5:15] = td.POSTERIOR
+    s[5:15, 0:8, 5:15] = ss.POSTERIOR
     vol, table = td.compose_with_background(io.Volume(s, (2.0, 1.5, 1.5)), np.random.default_rng(0), td.PrepareConfig())
     table.check(vol.array)
     assert 0 not in vol.array
-    assert np.array_equal(table.target_map(vol.array), np.where(s == td.POSTERIOR, 0, s))
+    assert np.array_equal(table.target_map(vol.array), np.where(s == ss.POSTERIOR, 0, s))
     tissues = {e.tissue for e in table.entries if e.target == 24}
     assert tissues == {"cortical_bone", "marrow"}
 
