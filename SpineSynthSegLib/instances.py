@@ -53,6 +53,7 @@ import numpy as np
 from scipy import ndimage
 
 from .body_split import split_at_discs, split_bridged
+from .column_geometry import Column, Part, ap_depth, column_axis, disc_slot, measure_parts, ramp
 from .io import Volume, reorient
 from .labels import CRANIOCAUDAL_ORDER, DISC_OFFSET, VERTEBRA_IDS, vertebra_name
 
@@ -61,8 +62,6 @@ log = logging.getLogger(__name__)
 ANCHORS = ("auto", "sacrum", "l5", "top")
 SACRUM_WEIGHTS = {"no_disc_below": 0.4, "disc_above": 0.2, "complete": 0.1, "tilt": 0.1, "size": 0.2}
 TRANSITIONAL = "possible transitional anatomy (L6 / sacralisation)"
-_S = np.array([0.0, 0.0, 1.0])  # superior in LPS world coordinates
-_P = np.array([0.0, 1.0, 0.0])  # posterior
 
 
 @dataclass(frozen=True)
@@ -110,43 +109,6 @@ class InstanceConfig:
                 raise ValueError(f"{name} must be an increasing (low, high) pair, got {getattr(self, name)!r}")
 
 
-@dataclass
-class _Part:
-    """One instance: its voxels' geometry in world mm (LPS)."""
-
-    label: int  # index in the working label array
-    n_voxels: int
-    volume_mm3: float
-    centroid: np.ndarray
-    axes: np.ndarray  # principal axes (columns, smallest variance first, oriented superior)
-    cov: np.ndarray  # covariance of the voxel positions, mm^2
-    lowest_k: int  # extent along RAS array axis 2 (voxel index; 0 = inferior border)
-    highest_k: int
-    cut_lo: bool = False  # cut by the inferior border of the field of view
-    cut_hi: bool = False  # cut by the superior border
-
-
-@dataclass
-class _Column:
-    """The ordered bodies, the discs on their chain slots and the chain's summary."""
-
-    bodies: list[_Part]  # superior first
-    discs: list[_Part]
-    slots: dict[int, list[tuple[_Part, float]]]  # body index above (-1: above the top) -> (disc, t)
-    axis: np.ndarray  # column axis, unit, oriented superior
-    step: float  # median distance between consecutive body centroids, mm
-    gaps: list[int]  # missed levels between consecutive bodies
-    spacing_k: float  # voxel size along RAS axis 2 (S/I), mm
-    score: float = 0.0  # sacrum score of the lowest body
-    features: dict[str, float] | None = None
-    sacral: list[_Part] | None = None  # bodies below the lowest one (lower sacral segments)
-    remnant_mm3: float = 0.0  # discs smaller than this are S1-S2 remnants
-
-
-def _ramp(x: float, lo: float, hi: float) -> float:
-    return float(np.clip((x - lo) / (hi - lo), 0.0, 1.0))
-
-
 def _check_semantic(semantic: Volume) -> np.ndarray:
     if not isinstance(semantic, Volume):
         raise TypeError(f"semantic must be a Volume, got {type(semantic).__name__}")
@@ -159,82 +121,12 @@ def _check_semantic(semantic: Volume) -> np.ndarray:
     return data.astype(np.uint8)
 
 
-def _parts(labels: np.ndarray, vol: Volume, min_mm3: float) -> tuple[list[_Part], int]:
-    """Geometry of each labelled instance (world mm); drops the ones under ``min_mm3``."""
-    spacing = np.asarray(vol.spacing)
-    voxel = float(np.prod(spacing))
-    aff = vol.affine
-    parts, dropped = [], 0
-    for lab, sl in enumerate(ndimage.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        idx = np.argwhere(labels[sl] == lab)
-        if len(idx) * voxel < min_mm3:
-            labels[sl][labels[sl] == lab] = 0
-            dropped += 1
-            continue
-        idx = idx + np.array([s.start for s in sl])
-        world = idx @ aff[:3, :3].T + aff[:3, 3]
-        centroid = world.mean(axis=0)
-        sample = world[:: max(1, len(world) // 20000)] - centroid
-        cov = np.cov(sample.T) if len(sample) >= 4 else np.eye(3)
-        axes = np.linalg.eigh(cov)[1]
-        axes = axes * np.where(_S @ axes >= 0, 1.0, -1.0)[None, :]
-        lo, hi = int(idx[:, 2].min()), int(idx[:, 2].max())
-        areas = np.bincount(idx[:, 2] - lo)  # a border slice holding >= 30 % of the widest one: cut
-        cut_lo = lo == 0 and areas[0] >= 0.3 * areas.max()
-        cut_hi = hi == labels.shape[2] - 1 and areas[-1] >= 0.3 * areas.max()
-        parts.append(_Part(lab, len(idx), len(idx) * voxel, centroid, axes, cov, lo, hi, bool(cut_lo), bool(cut_hi)))
-    return parts, dropped
-
-
-def _depth(part: _Part, axis: np.ndarray) -> float:
-    """Antero-posterior extent of a part perpendicular to its cranio-caudal ``axis``, mm.
-
-    sqrt(12 variance): the length of a uniform segment with that variance.
-    """
-    ap = _P - (_P @ axis) * axis
-    ap = ap / (np.linalg.norm(ap) or 1.0)
-    return math.sqrt(12.0 * max(float(ap @ part.cov @ ap), 0.0))
-
-
-def _column_axis(centroids: np.ndarray) -> np.ndarray:
-    """Principal axis of the body centroids, oriented superior (world S when fewer than 2)."""
-    if len(centroids) < 2:
-        return _S.copy()
-    axis = np.linalg.svd(centroids - centroids.mean(axis=0))[2][0]
-    return axis if axis @ _S >= 0 else -axis
-
-
-def _disc_slot(d: np.ndarray, chain: np.ndarray, step: float) -> tuple[int, float, float]:
-    """Where a disc centroid lies on the body chain (superior first).
-
-    Returns:
-        (index of the body above it, -1 above the top body; position between that body and the next
-        in [0, 1]; distance to the chain in mm).
-    """
-    n = len(chain)
-    if n == 1:
-        up, down = chain[0] + _S * 0.6 * step, chain[0] - _S * 0.6 * step
-    else:
-        up, down = chain[0] + 0.6 * (chain[0] - chain[1]), chain[-1] + 0.6 * (chain[-1] - chain[-2])
-    segments = [(up, chain[0], -1)] + [(chain[i], chain[i + 1], i) for i in range(n - 1)] + [(chain[-1], down, n - 1)]
-    best = (0, 0.0, math.inf)
-    for a, b, i in segments:
-        ab = b - a
-        t = float(np.clip((d - a) @ ab / max(ab @ ab, 1e-9), 0.0, 1.0))
-        dist = float(np.linalg.norm(d - (a + t * ab)))
-        if dist < best[2]:
-            best = (i, t, dist)
-    return best
-
-
-def _substantial(items: list[tuple[_Part, float]], remnant_mm3: float) -> list:
+def _substantial(items: list[tuple[Part, float]], remnant_mm3: float) -> list:
     """The discs of a chain slot that are not S1-S2 remnants (smaller than ``remnant_mm3``)."""
     return [(d, t) for d, t in items if d.volume_mm3 >= remnant_mm3]
 
 
-def _split_sacral(col: _Column, cfg: InstanceConfig) -> list[_Part]:
+def _split_sacral(col: Column, cfg: InstanceConfig) -> list[Part]:
     """Take off the bodies below the first one under the lowest full-size disc (S2, S3...).
 
     Below the L5-S1 disc only sacral segments follow, separated by remnant discs at most; the
@@ -254,7 +146,7 @@ def _split_sacral(col: _Column, cfg: InstanceConfig) -> list[_Part]:
     return extra
 
 
-def _sacrum_score(bodies: list[_Part], slots: dict[int, list], remnant_mm3: float, has_discs: bool,
+def _sacrum_score(bodies: list[Part], slots: dict[int, list], remnant_mm3: float, has_discs: bool,
                   room_below: bool, cfg: InstanceConfig) -> tuple[float, dict[str, float]]:
     """Score in [0, 1] that the lowest body is S1, and its features (see `SACRUM_WEIGHTS`).
 
@@ -278,17 +170,17 @@ def _sacrum_score(bodies: list[_Part], slots: dict[int, list], remnant_mm3: floa
         # axis closest to the others' cranio-caudal axis (so tilts are measured up to 45 degrees)
         axis = low.axes[:, int(np.argmax(np.abs(ref @ low.axes)))]
         tilt = math.degrees(math.acos(min(1.0, abs(float(axis @ ref)))))
-        ratio = _depth(low, axis) / max(float(np.median([_depth(b, b.axes[:, 0]) for b in others])), 1e-6)
+        ratio = ap_depth(low, axis) / max(float(np.median([ap_depth(b, b.axes[:, 0]) for b in others])), 1e-6)
         vratio = low.volume_mm3 / float(np.median([b.volume_mm3 for b in others]))
-        f["tilt"] = _ramp(tilt, *cfg.tilt_deg)
-        fragment = 1.0 - _ramp(vratio, *cfg.fragment_ratio)  # a small piece below the last full disc
-        f["size"] = max(_ramp(ratio, *cfg.depth_ratio), _ramp(vratio, *cfg.volume_ratio), fragment)
+        f["tilt"] = ramp(tilt, *cfg.tilt_deg)
+        fragment = 1.0 - ramp(vratio, *cfg.fragment_ratio)  # a small piece below the last full disc
+        f["size"] = max(ramp(ratio, *cfg.depth_ratio), ramp(vratio, *cfg.volume_ratio), fragment)
         f["tilt_deg"], f["depth_ratio"], f["volume_ratio"] = round(tilt, 1), round(ratio, 3), round(vratio, 3)
     score = sum(w * f[k] for k, w in SACRUM_WEIGHTS.items())
     return float(score), {k: round(float(v), 3) for k, v in f.items()}
 
 
-def _choose_anchor(col: _Column, anchor: str, top_name: str, seq: list[int], cfg: InstanceConfig,
+def _choose_anchor(col: Column, anchor: str, top_name: str, seq: list[int], cfg: InstanceConfig,
                    warn: list[str]) -> tuple[str, int, int, float, str]:
     """(mode, index of the anchor body, its position in ``seq``, base confidence, reason)."""
     n, low, s1 = len(col.bodies), col.bodies[-1], seq.index(26)
@@ -308,7 +200,7 @@ def _choose_anchor(col: _Column, anchor: str, top_name: str, seq: list[int], cfg
     return "top", 0, seq.index(VERTEBRA_IDS[top_name.upper()]), 0.3, f"the top body is taken as {top_name.upper()}"
 
 
-def _transitional(col: _Column, n_lumbar: int, n_k: int, cfg: InstanceConfig, warn: list[str]) -> float:
+def _transitional(col: Column, n_lumbar: int, n_k: int, cfg: InstanceConfig, warn: list[str]) -> float:
     """Transitional-anatomy warnings when S1 is the anchor; returns the confidence factor."""
     factor, n = 1.0, len(col.bodies)
     if col.discs:
@@ -337,26 +229,26 @@ def _disc_id(i: int, t: float, pos: np.ndarray, seq: list[int]) -> int | None:
     return DISC_OFFSET + seq[pos[i]]
 
 
-def _column(ras: Volume, cfg: InstanceConfig, report: dict) -> tuple[_Column | None, np.ndarray, np.ndarray]:
+def _column(ras: Volume, cfg: InstanceConfig, report: dict) -> tuple[Column | None, np.ndarray, np.ndarray]:
     """Bodies (ordered superior first), discs on their chain slots, and the two component maps."""
     spacing = np.asarray(ras.spacing)
     disc_lab, _ = ndimage.label(ras.array == 2)
     body_lab, bridged = split_bridged(ras.array == 1, spacing, cfg.min_body_mm3, cfg.split_radius_mm)
     body_lab, around_disc = split_at_discs(body_lab, disc_lab, spacing, cfg.min_body_mm3)
     report["split_bodies"] = bridged + around_disc
-    bodies, report["dropped_components"]["vertebra"] = _parts(body_lab, ras, cfg.min_body_mm3)
-    discs, report["dropped_components"]["disc"] = _parts(disc_lab, ras, cfg.min_disc_mm3)
+    bodies, report["dropped_components"]["vertebra"] = measure_parts(body_lab, ras, cfg.min_body_mm3)
+    discs, report["dropped_components"]["disc"] = measure_parts(disc_lab, ras, cfg.min_disc_mm3)
     if not bodies:
         return None, body_lab, disc_lab
-    axis = _column_axis(np.array([b.centroid for b in bodies]))
+    axis = column_axis(np.array([b.centroid for b in bodies]))
     bodies.sort(key=lambda b: -float(b.centroid @ axis))
     chain = np.array([b.centroid for b in bodies])
     steps = np.linalg.norm(np.diff(chain, axis=0), axis=1)
     step = float(np.median(steps)) if len(steps) else 30.0
     gaps = [round(float(s / step)) - 1 if (len(steps) >= 3 and s > 1.6 * step) else 0 for s in steps]
-    col = _Column(bodies, discs, {}, axis, step, gaps, float(spacing[2]))
+    col = Column(bodies, discs, {}, axis, step, gaps, float(spacing[2]))
     for d in discs:
-        i, t, dist = _disc_slot(d.centroid, chain, step)
+        i, t, dist = disc_slot(d.centroid, chain, step)
         if dist > max(step, 20.0):
             report["warnings"].append(f"a disc component ({d.volume_mm3:.0f} mm^3) lies {dist:.0f} mm off the spine: dropped")
         else:
