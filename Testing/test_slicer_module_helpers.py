@@ -121,6 +121,22 @@ def test_measure_segmentation(mrml, phantom_levels, tmp_path):
                                              semantic=True, name="classes")
     with pytest.raises(ValueError, match="classes .* not levels"):
         Measurements.measureSegmentation(mrml.scene, semantic)
+    # a label map imported without names is read by label value, and the summary says so
+    imported = bridge.labels_to_segmentation(mrml.scene, phantom_levels, name="imported")
+    segments = imported.GetSegmentation()
+    for i in range(segments.GetNumberOfSegments()):
+        segments.GetNthSegment(i).SetName(f"Label_{segments.GetNthSegment(i).GetLabelValue()}")
+        segments.GetNthSegment(i).SetTag(bridge.LABEL_TAG, "")
+    by_value, _, _ = Measurements.measureSegmentation(mrml.scene, imported)
+    assert [i["level"] for i in by_value["levels"]] == [i["level"] for i in doc["levels"]]
+    assert "Levels read from the label values (spineps convention)." in Measurements.measurementSummary(by_value)
+    assert "label values" not in Measurements.measurementSummary(doc)
+    # a hand-drawn segment with Slicer's default name is no level: refused, not measured as C1
+    drawn = bridge.labels_to_segmentation(mrml.scene, canal, name="drawn")
+    drawn.GetSegmentation().GetNthSegment(0).SetName("Segment_1")
+    drawn.GetSegmentation().GetNthSegment(0).SetTag(bridge.LABEL_TAG, "")
+    with pytest.raises(ValueError, match="drawn: its segments keep Slicer's default names \\(Segment_1\\)"):
+        Measurements.measureSegmentation(mrml.scene, drawn)
 
 
 def test_segmentation_run_files_and_result(mrml, phantom_levels, tmp_path):

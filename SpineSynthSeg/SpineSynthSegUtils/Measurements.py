@@ -9,6 +9,9 @@ imported when a function runs; the scene is an argument, so this also runs outsi
 from __future__ import annotations
 
 import json
+import re
+
+_AUTO_NAME = re.compile(r"Segment_\d+")  # what Slicer names a segment added in the Segment Editor
 
 
 def measureSegmentation(scene, segmentationNode, convention="spineps", tableNode=None, folder=None):
@@ -20,7 +23,8 @@ def measureSegmentation(scene, segmentationNode, convention="spineps", tableNode
             canal, are listed in the document's ``skipped_segments``; with no segment named or
             tagged, the label values are read as levels), or label values of another
             ``convention`` (`label_converters.INSTANCE_CONVENTIONS`), converted first. A semantic result
-            (body / disc classes) is refused.
+            (body / disc classes) is refused, and so are segments that all keep Slicer's default
+            names (Segment_1, ...): their label values are not levels.
         tableNode: an existing table node to fill (default: a new one).
         folder: subject-hierarchy folder of the lines (default: '<segmentation> measurements').
 
@@ -45,10 +49,14 @@ def measureSegmentation(scene, segmentationNode, convention="spineps", tableNode
             values = "levels"  # some segments are levels: only they are measured; the others are listed
         else:
             skipped = []  # none named or tagged (an imported label map): its label values are the levels
+            names = bridge.segments_without_level(segmentationNode)
+            if names and all(_AUTO_NAME.fullmatch(n) for n in names):
+                raise ValueError(f"{name}: its segments keep Slicer's default names ({', '.join(names[:3])}) and carry "
+                                 "no level: name them by level (L1, L1-L2, ...) to measure them")
     vol = bridge.segmentation_to_volume(segmentationNode, values=values)
     vol = vol.with_array(convert_instances(vol.array, convention, name))
     meta = {"segmentation": name, "convention": convention, "spacing_mm": list(vol.spacing),
-            "skipped_segments": skipped}
+            "skipped_segments": skipped, "levels_from": "segment names or tags" if values == "levels" else "label values"}
     doc = json.loads(json.dumps(to_json(measure_volume(vol, name), meta)))
     folder = folder or f"{name} measurements"
     measurements.remove_folder(scene, folder)  # measuring again replaces the lines
@@ -68,6 +76,8 @@ def measurementSummary(doc) -> str:
     skipped = doc.get("skipped_segments") or []
     if skipped:
         text += f" Not levels, not measured: {', '.join(skipped)}."
+    if doc.get("levels_from") == "label values":
+        text += f" Levels read from the label values ({doc.get('convention', 'spineps')} convention)."
     return text + (" Suspicious: " + "; ".join(f"{k} {v}" for k, v in flagged.items()) if flagged else "")
 
 
