@@ -124,7 +124,11 @@ def cmd_make_labelmap(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    _check_folder(Path(args.output))  # the demo folder is its own: a rerun replaces it
+    out = Path(args.output)
+    _check_folder(out)
+    # a demo's own folder (its phantom is there) is replaced by a rerun; another folder is not
+    if out.is_dir() and any(out.iterdir()) and not (out / "phantom_labels.nii.gz").is_file() and not args.overwrite:
+        raise InputError("the folder holds files of something other than a demo; give a new folder or --overwrite", str(out))
     summary = run_demo(Path(args.output), seed=args.seed, n=args.n)
     print(json.dumps(summary, indent=1))
     return 0
@@ -208,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", default="demo_output")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--n", type=int, default=4, help="images per synthesis mode")
+    d.add_argument("--overwrite", action="store_true", help="write into a folder that holds other files")
     d.set_defaults(func=cmd_demo)
 
     ph = sub.add_parser("phantom", help="write a procedural spine label map (+ JSON label table)")

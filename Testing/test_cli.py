@@ -151,6 +151,8 @@ def test_existing_outputs_need_overwrite_and_a_file_is_no_folder(phantom_file, t
     for verb in (["synth", phantom_file, "--n", "1"], ["measure", ph], ["segment", ph], ["demo"]):
         code, err = run(*verb, "-o", afile)
         assert code == 2 and "afile: a file has this name" in err, verb
+    code, err = run("demo", "-o", tmp_path)  # not a demo's folder: nothing is written there
+    assert code == 2 and "something other than a demo" in err and not (tmp_path / "preview.png").exists()
 
     seg = tmp_path / "seg.nii.gz"
     vol = read_labels(ph)
