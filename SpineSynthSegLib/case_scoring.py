@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 from scipy import ndimage
@@ -32,10 +33,14 @@ def labelled_span(structures: np.ndarray, si_axis: int) -> tuple[int, int] | Non
 
     ``structures`` holds one id per labelled structure (an instance map; for a semantic map pass
     `components_as_instances`). The span runs from the first to the last slice along ``si_axis``
-    holding a label, widened at both ends by half the median gap between consecutive structure
-    centres (centre = mean of the slice indices a structure occupies; 10 slices if there is only
-    one structure), floor/ceil to whole slices, clipped to the array: shared/data/README.md's
-    scoring rule and the same range as `train_data.span_weight`.
+    holding a label, widened at both ends by half the median gap between consecutive structures:
+    the slices left empty between one structure's extent and the next's (structures ordered by
+    centre; overlapping extents give 0; 10 slices if there is only one structure), floor/ceil to
+    whole slices, clipped to the array. shared/data/README.md's scoring rule, and the same range
+    as `train_data.span_weight`. The widened bound lies halfway across the gap beyond the end
+    structures, so an unlabelled neighbour (the vertebra above the highest labelled one) stays
+    outside. (Until 2026-11-27 the gap was read as the distance between structure centres, a
+    whole vertebral period, which let such a neighbour's centre fall inside; MODEL_CARD.md.)
     """
     span = _span_unclipped(structures, si_axis)
     return None if span is None else (max(span[0], 0), min(span[1], structures.shape[si_axis] - 1))
@@ -46,14 +51,15 @@ def _span_unclipped(structures: np.ndarray, si_axis: int) -> tuple[int, int] | N
     boxes = label_boxes(structures)
     if not boxes:
         return None
-    centres = []
+    extents = []  # (centre, first, last) slice of each structure
     for i, box in boxes.items():
-        sub = (structures[box] == i).any(axis=other)
-        centres.append(float(np.mean(np.flatnonzero(sub))) + box[si_axis].start)
-    centres.sort()
-    present = np.flatnonzero((structures > 0).any(axis=other))
-    gap = float(np.median(np.diff(centres))) if len(centres) > 1 else 10.0
-    return int(np.floor(present.min() - gap / 2)), int(np.ceil(present.max() + gap / 2))
+        sub = np.flatnonzero((structures[box] == i).any(axis=other)) + box[si_axis].start
+        extents.append((float(sub.mean()), int(sub.min()), int(sub.max())))
+    extents.sort()
+    gaps = [max(nxt[1] - cur[2] - 1, 0) for cur, nxt in pairwise(extents)]
+    gap = float(np.median(gaps)) if gaps else 10.0
+    first, last = min(e[1] for e in extents), max(e[2] for e in extents)
+    return int(np.floor(first - gap / 2)), int(np.ceil(last + gap / 2))
 
 
 def labelled_span_mask(structures: np.ndarray, si_axis: int) -> np.ndarray:

@@ -229,7 +229,7 @@ def render_html(summary: dict, rows: list[dict], images: dict[str, bytes]) -> st
         parts.append("<h2>Unpaired files</h2><ul>" + "".join(
             f"<li>{html.escape(k)}: {html.escape(', '.join(v))}</li>" for k, v in unpaired.items()) + "</ul>")
     parts.append("<p><small>'span': predicted components whose centre lies outside the reference's labelled "
-                 "superior-inferior span (widened by half the median gap) are ignored; 'raw': everything counts. "
+                 "superior-inferior span (widened by half the median empty gap between labelled structures) are ignored; 'raw': everything counts. "
                  "Distances in mm (MONAI definitions: HD95 = max of the two directed 95th percentiles, ASSD = "
                  "mean of the pooled surface distances); inf = one of the masks empty, left out of the mean and "
                  "counted. Cells: mean ± sd, below median [quartiles].</small></p>")

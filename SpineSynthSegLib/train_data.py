@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .absent_class import derived_disc_supervision
+from .case_scoring import labelled_span_mask
 from .io import read_image, read_labels, reorient
 from .labels import DISC_OFFSET, SEMANTIC_IDS, VERTEBRA_NAMES, LabelEntry, LabelTable, sidecar_path
 from .synthesis.pipeline import LabelBatch, SynthesisPipeline
@@ -39,22 +40,13 @@ def semantic_lut(max_id: int = 256) -> np.ndarray:
 
 
 def span_weight(targets: np.ndarray, si_axis: int = 2, full: bool = False) -> np.ndarray:
-    """1 inside the labelled superior-inferior span (widened by half the median gap), else 0."""
+    """1 inside the labelled superior-inferior span (`case_scoring.labelled_span`), else 0.
+
+    Outside it an unlabelled vertebra is not taught as background; ``full``: 1 everywhere.
+    """
     if full:
         return np.ones(targets.shape, np.float32)
-    ids = [i for i in np.unique(targets) if i]
-    if not ids:
-        return np.zeros(targets.shape, np.float32)
-    other = tuple(a for a in range(3) if a != si_axis)
-    centres = sorted(float(np.mean(np.nonzero((targets == i).any(axis=other))[0])) for i in ids)
-    present = np.nonzero((targets > 0).any(axis=other))[0]
-    gap = float(np.median(np.diff(centres))) if len(centres) > 1 else 10.0
-    lo, hi = int(np.floor(present.min() - gap / 2)), int(np.ceil(present.max() + gap / 2))
-    w = np.zeros(targets.shape[si_axis], np.float32)
-    w[max(lo, 0) : hi + 1] = 1
-    shape = [1, 1, 1]
-    shape[si_axis] = -1
-    return np.broadcast_to(w.reshape(shape), targets.shape).copy()
+    return labelled_span_mask(targets, si_axis).astype(np.float32)
 
 
 @dataclass

@@ -183,10 +183,20 @@ def test_labelled_span_rule_and_span_weight():
     ref = np.zeros((80, 10, 10), np.int32)
     for k, lab in enumerate((20, 21, 22)):  # slices 15-24, 30-39, 45-54: centres 19.5, 34.5, 49.5
         ref[15 + 15 * k : 25 + 15 * k, 2:8, 2:8] = lab
-    assert S.labelled_span(ref, 0) == (15 - 8, 54 + 8)  # floor(15 - 7.5), ceil(54 + 7.5)
+    # 5 empty slices between consecutive bodies: widened by 2.5, floor(15 - 2.5), ceil(54 + 2.5)
+    assert S.labelled_span(ref, 0) == (12, 57)
     mask = S.labelled_span_mask(ref, 0)
     assert np.array_equal(mask, span_weight(ref, si_axis=0) > 0)
-    assert mask[7].all() and not mask[6].any() and mask[62].all() and not mask[63].any()
+    assert mask[12].all() and not mask[11].any() and mask[57].all() and not mask[58].any()
+    # the gap is the space between structures, not the distance between their centres (15 here),
+    # so the unlabelled body above (slices 0-9, centre 4.5) stays outside
+    above = ref.copy()
+    above[0:10, 2:8, 2:8] = 19
+    pred = S.drop_outside_span(above, S.labelled_span(ref, 0), 0)[0]
+    assert not (pred == 19).any() and np.array_equal(pred, ref)
+    tilted = ref.copy()
+    tilted[22:33, 2:3, 2:3] = 20  # extents that overlap along the axis: a gap of 0, not negative
+    assert S.labelled_span(tilted, 0) == (13, 56)  # gaps 0 and 5: median 2.5, widened by 1.25
     assert S.labelled_span(np.zeros_like(ref), 0) is None and not S.labelled_span_mask(np.zeros_like(ref), 0).any()
     assert S.si_axis_of(IPR) == 0 and S.si_axis_of(np.eye(3)) == 2
 
@@ -197,15 +207,15 @@ def test_score_prediction_raw_and_span():
         ref[15 + 15 * k : 25 + 15 * k, 2:8, 2:8] = lab
     ref[26:29, 2:8, 2:8], ref[41:44, 2:8, 2:8] = 120, 121
     pred = ref.copy()
-    # centres 19.5, 27, 34.5, 42, 49.5: median gap 7.5, span floor(15 - 3.75) .. ceil(54 + 3.75)
-    pred[0:6, 2:8, 2:8] = 19  # T12 above the span (centre 2.5 < 11): ignored in 'span'
-    pred[66:76, 2:8, 2:8] = 23  # L4 below (centre 70.5 > 58): ignored
-    pred[55:62, 2:8, 2:8] = 122  # straddles the lower bound, centre 58 <= 58: kept
+    # one empty slice between each body and disc: span floor(15 - 0.5) .. ceil(54 + 0.5)
+    pred[0:6, 2:8, 2:8] = 19  # T12 above the span (centre 2.5 < 14): ignored in 'span'
+    pred[66:76, 2:8, 2:8] = 23  # L4 below (centre 70.5 > 55): ignored
+    pred[50:57, 8:10, 8:10] = 122  # beside L3, straddles the lower bound, centre 53 <= 55: kept
     from SpineSynthSegLib.labels import semantic_map
 
     res = S.score_prediction(semantic_map(pred), semantic_map(ref), (1.0, 1.0, 1.0), 0,
                              pred_instances=pred, ref_instances=ref)
-    assert res["span_bounds"] == (11, 58)
+    assert res["span_bounds"] == (14, 55)
     assert res["dropped"] == {"semantic": [1], "instances": [19, 23]}
     raw = {(r["kind"], r["structure"]): r for r in res["raw"]}
     span = {(r["kind"], r["structure"]): r for r in res["span"]}
