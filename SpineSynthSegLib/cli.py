@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # a demo's own folder (its phantom is there) is replaced by a rerun; another folder is not
     if out.is_dir() and any(out.iterdir()) and not (out / "phantom_labels.nii.gz").is_file() and not args.overwrite:
         raise InputError("the folder holds files of something other than a demo; give a new folder or --overwrite", str(out))
-    summary = run_demo(Path(args.output), seed=args.seed, n=args.n)
+    summary = run_demo(out, seed=args.seed, n=args.n)
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -101,8 +101,6 @@ def read_groups(path: str | Path) -> dict[str, str]:
     return groups
 
 
-
-
 @dataclass
 class CaseLabels:
     """A case's labels in the output convention, on the grid of ``geometry``."""
@@ -157,6 +155,7 @@ def load_case(files: CaseFiles, convention: str, case: str, cases_info: dict | N
 
 
 def read_cases_info(ref_dir: Path, cases_json: str | Path | None) -> dict | None:
+    """cases.json (given, else beside or above ``ref_dir``) for the 'reference' convention; None if absent."""
     paths = [Path(cases_json)] if cases_json else [ref_dir / "cases.json", ref_dir.parent / "cases.json"]
     for p in paths:
         if p.is_file():
