@@ -122,12 +122,12 @@ def cmd_make_labelmap(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import PHANTOM_NAME, run_demo
 
     out = Path(args.output)
     _check_folder(out)
     # a demo's own folder (its phantom is there) is replaced by a rerun; another folder is not
-    if out.is_dir() and any(out.iterdir()) and not (out / "phantom_labels.nii.gz").is_file() and not args.overwrite:
+    if out.is_dir() and any(out.iterdir()) and not (out / PHANTOM_NAME).is_file() and not args.overwrite:
         raise InputError("the folder holds files of something other than a demo; give a new folder or --overwrite", str(out))
     summary = run_demo(out, seed=args.seed, n=args.n)
     print(json.dumps(summary, indent=1))

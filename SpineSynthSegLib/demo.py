@@ -17,12 +17,14 @@ from .preview import save_grid
 from .synthesis.files import synthesize_files
 from .synthesis.pipeline import SynthesisConfig
 
+PHANTOM_NAME = "phantom_labels.nii.gz"  # its presence marks a folder as a demo's own
+
 
 def run_demo(out_dir: Path, seed: int = 0, n: int = 4) -> dict:
     """Write the demo outputs under ``out_dir`` and return a summary (paths, timings)."""
     t0 = time.perf_counter()
     vol, table = generate_phantom(PhantomConfig(), seed=seed)
-    phantom_path = out_dir / "phantom_labels.nii.gz"
+    phantom_path = out_dir / PHANTOM_NAME
     write_bytes_atomic(table.to_json().encode(), sidecar_path(phantom_path))
     write_volume(vol, phantom_path)
     t_phantom = time.perf_counter() - t0

@@ -47,12 +47,11 @@ def measureSegmentation(scene, segmentationNode, convention="spineps", tableNode
         skipped = bridge.segments_without_level(segmentationNode)
         if len(skipped) < segmentationNode.GetSegmentation().GetNumberOfSegments():
             values = "levels"  # some segments are levels: only they are measured; the others are listed
-        else:
-            skipped = []  # none named or tagged (an imported label map): its label values are the levels
-            names = bridge.segments_without_level(segmentationNode)
-            if names and all(_AUTO_NAME.fullmatch(n) for n in names):
-                raise ValueError(f"{name}: its segments keep Slicer's default names ({', '.join(names[:3])}) and carry "
+        else:  # none named or tagged (an imported label map): its label values are the levels
+            if skipped and all(_AUTO_NAME.fullmatch(n) for n in skipped):
+                raise ValueError(f"{name}: its segments keep Slicer's default names ({', '.join(skipped[:3])}) and carry "
                                  "no level: name them by level (L1, L1-L2, ...) to measure them")
+            skipped = []
     vol = bridge.segmentation_to_volume(segmentationNode, values=values)
     vol = vol.with_array(convert_instances(vol.array, convention, name))
     meta = {"segmentation": name, "convention": convention, "spacing_mm": list(vol.spacing),
