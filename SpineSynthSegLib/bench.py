@@ -4,6 +4,9 @@ One process, same label map (160 x 160 x 64 voxels, 15 labels), each chain run `
 after a warm-up; prints the median seconds per sample side by side and our speed-up over each.
 TorchIO (optional extra ``bench``) and MONAI chains use their own transforms for the same stages:
 flip, affine, elastic, labels -> image (GMM), bias field, gamma, blur, anisotropy, noise.
+`bench synth-batch` times one training batch drawn from maps of different shapes, synthesized map
+by map against deformed map by map and rendered together (`train_data.synth_batch`); `bench
+segment` times end-to-end segmentation against the bare network.
 """
 
 from __future__ import annotations
@@ -136,6 +139,46 @@ def run_synth_benchmark(repeats: int = 7, device: str = "cpu", batch: int = 1, i
         ratio = f"{sec / results['ours']:.1f}x" if "ours" in results and name != "ours" else "-"
         print(f"{name:<10}{sec:>18.4f}{1 / sec:>12.2f}{ratio:>14}")
     return results
+
+
+TRAINING_MAP_SHAPES = ((38, 254, 254), (40, 200, 200), (48, 180, 220))  # like the maps at 2 x 1.5 x 1.5 mm
+
+
+def run_batch_synthesis_benchmark(repeats: int = 7, device: str = "cpu", batch: int = 4, patch=(32, 128, 192),
+                                  shapes=TRAINING_MAP_SHAPES) -> dict[str, float]:
+    """Median seconds per sample of one training batch (mixed mode, as the recipes) from maps of
+    ``shapes``, by `synth_batch` map by map (the default) and with ``render_together`` (each map
+    deformed alone, the rest of the chain once for the batch: on a GPU one set of kernel launches
+    per stage instead of one per map; the recipe key ``render_together`` turns it on)."""
+    from .labels import LabelTable
+    from .train_data import TrainingMap, synth_batch
+
+    maps = []
+    for k, shape in enumerate(shapes):
+        labels = voronoi_labels(shape, BENCH_LABELS, seed=k)
+        src = LabelBatch.from_array(labels, LabelTable.for_labels(labels), (2.0, 1.5, 1.5))
+        maps.append(TrainingMap(f"voronoi_{k}", "bench", src, torch.ones((1, 1, *shape)), torch.ones((1, 3), dtype=torch.bool),
+                                torch.zeros((1, 3), dtype=torch.bool)))
+    pipe = SynthesisPipeline(SynthesisConfig(mode="mixed", physics_fraction=0.3))
+    gen = make_generator(0, device)
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def run(together: bool) -> Callable[[], object]:
+        def once():
+            with torch.no_grad():
+                synth_batch(maps, pipe, batch, patch, gen, device, render_together=together)
+            sync()
+        return once
+
+    out = {"map_by_map_s": _time(run(False), repeats, batch), "rendered_together_s": _time(run(True), repeats, batch)}
+    out["speed_up"] = out["map_by_map_s"] / out["rendered_together_s"]
+    print(f"batch {batch} of patch {tuple(patch)} from maps {list(shapes)}; torch {torch.get_num_threads()} threads, device {device}")
+    for key, value in out.items():
+        print(f"{key:<20}{value:>10.4f}")
+    return out
 
 
 def run_segment_benchmark(model_path: str | None = None, shape=(384, 384, 76), repeats: int = 3, device: str = "cpu") -> dict[str, float]:

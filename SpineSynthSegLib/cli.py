@@ -196,9 +196,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         run_segment_benchmark(model_path=args.model, repeats=min(args.repeats, 3), device=args.device)
         return 0
+    if args.what == "synth-batch":
+        from .bench import run_batch_synthesis_benchmark
+
+        run_batch_synthesis_benchmark(repeats=args.repeats, device=args.device, batch=args.batch or 4)
+        return 0
     from .bench import run_synth_benchmark
 
-    run_synth_benchmark(repeats=args.repeats, device=args.device, batch=args.batch, include=args.include)
+    run_synth_benchmark(repeats=args.repeats, device=args.device, batch=args.batch or 1, include=args.include)
     return 0
 
 
@@ -298,11 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="benchmarks")
-    b.add_argument("what", choices=("synth", "segment"))
+    b.add_argument("what", choices=("synth", "synth-batch", "segment"))
     b.add_argument("--model", help="checkpoint for 'segment' (default: the shipped model)")
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--device", default="cpu")
-    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--batch", type=int, help="samples per call (synth: 1, synth-batch: 4)")
     b.add_argument("--include", nargs="*", default=("ours", "torchio", "monai"), help="chains to run")
     b.set_defaults(func=cmd_bench)
     return p

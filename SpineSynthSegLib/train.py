@@ -77,6 +77,7 @@ class TrainConfig:
     absent_class: str = "marginal"  # marginal | derived: see train_data.load_training_maps
     ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of the weights
     disc_label_sources: tuple[str, ...] = ()  # sources whose disc labels teach the disc class (empty: all)
+    render_together: bool = False  # synthesize the batch's patches in one call (GPU; see train_data.synth_batch)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "checkpoint_every", "validate_every", "keep_best"):
@@ -298,7 +299,7 @@ def _train(cfg: TrainConfig, base: Path, dev: torch.device, rank: int, world: in
     bar = _progress(step, end, progress and rank == 0)
     t_last = t_loop = time.perf_counter()
     while step < end:
-        b = synth_batch(maps, pipeline, cfg.batch_size, cfg.patch_size, gen, dev, probabilities)
+        b = synth_batch(maps, pipeline, cfg.batch_size, cfg.patch_size, gen, dev, probabilities, cfg.render_together)
         with autocast_for(dev, cfg.amp):
             logits = model(b.image)
         loss = marginal_dice_ce(logits, b.target, b.labelled, b.weight, cfg.dice_weight, cfg.ce_weight,

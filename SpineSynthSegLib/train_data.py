@@ -124,26 +124,38 @@ def sampling_weights(maps: list[TrainingMap], source_weights: dict[str, float] |
     return (w / w.sum()).float()
 
 
-def synth_batch(maps: list[TrainingMap], pipeline: SynthesisPipeline, batch_size: int, patch, generator: torch.Generator, device, probabilities: torch.Tensor | None = None) -> SynthBatch:
-    """Draw ``batch_size`` maps and synthesize one patch from each (`SynthBatch`)."""
+def synth_batch(maps: list[TrainingMap], pipeline: SynthesisPipeline, batch_size: int, patch, generator: torch.Generator, device,
+                probabilities: torch.Tensor | None = None, render_together: bool = False) -> SynthBatch:
+    """Draw ``batch_size`` maps and synthesize one patch from each (`SynthBatch`).
+
+    Maps differ in shape, so each is deformed and cropped to ``patch`` on its own. With
+    ``render_together`` the rest of the chain then runs once for the whole batch (one set of kernel
+    launches per stage, for GPUs; on a CPU it is slower, `spinesynthseg bench synth-batch`); by
+    default each map goes through the whole pipeline in turn. The two draw different random
+    streams from one seed."""
     if probabilities is None:
         probabilities = torch.full((len(maps),), 1.0 / len(maps))
     u = torch.rand((batch_size,), generator=generator, device=generator.device).cpu()
     idx = torch.searchsorted(torch.cumsum(probabilities.double(), 0), u.double()).clamp(max=len(maps) - 1).tolist()
     # the unknown mask travels as a second aux channel only when a drawn map has one (derived mode)
     carry = any(maps[i].unknown is not None for i in idx)
-    images, targets, aux = [], [], []
-    for i in idx:  # maps differ in shape, so each is deformed and cropped on its own
+    outs, patches, aux = [], [], []
+    for i in idx:
         m = maps[i]
         extra = [torch.zeros_like(m.weight) if m.unknown is None else m.unknown] if carry else []
-        out = pipeline(m.batch.to(device), generator, out_shape=patch, aux=torch.cat([m.weight, *extra], 1).to(device))
-        images.append(out.image)
-        targets.append(out.target)
-        aux.append(out.aux)
-    aux = torch.cat(aux)
+        source, a = m.batch.to(device), torch.cat([m.weight, *extra], 1).to(device)
+        if not render_together:
+            outs.append(pipeline(source, generator, out_shape=patch, aux=a))
+            continue
+        labels, a = pipeline.deform(source, generator, out_shape=patch, aux=a)
+        patches.append(LabelBatch(labels, source.tissues, source.targets, source.spacing))
+        aux.append(a)
+    if render_together:
+        outs = [pipeline.render(LabelBatch.stack(patches), generator, aux=torch.cat(aux))]
+    image, target, aux = (torch.cat([getattr(o, k) for o in outs]) for k in ("image", "target", "aux"))
     labelled = torch.cat([maps[i].labelled for i in idx]).to(device)
     derived = torch.cat([maps[i].derived for i in idx]).to(device)
-    return SynthBatch(torch.cat(images), torch.cat(targets), aux[:, :1], labelled, derived, aux[:, 1:] if carry else None)
+    return SynthBatch(image, target, aux[:, :1], labelled, derived, aux[:, 1:] if carry else None)
 
 
 @dataclass

@@ -51,6 +51,40 @@ def test_image_aligned_with_labels_after_deformation(batch):
             assert values.max() - values.min() < 1e-5
 
 
+def test_forward_is_deform_then_render(batch):
+    pipe = SynthesisPipeline(SynthesisConfig(mode="mixed"))
+    whole = pipe(batch, make_generator(5), out_shape=(32, 32, 16))
+    gen = make_generator(5)
+    labels, _ = pipe.deform(batch, gen, out_shape=(32, 32, 16))
+    parts = pipe.render(LabelBatch(labels, batch.tissues, batch.targets, batch.spacing), gen)
+    assert torch.equal(whole.image, parts.image) and torch.equal(whole.target, parts.target)
+
+
+def test_maps_of_different_shapes_and_label_counts_render_together(batch):
+    # two maps of different shapes and tables, deformed to one patch and rendered in one call:
+    # each sample keeps its own targets and its image is still a function of its own labels
+    small = np.full((30, 44, 24), 2)
+    small[:6], small[:, :6] = 0, 1
+    table = LabelTable(tuple(LabelEntry(k, f"s{k}", "muscle", target=(120 if k == 2 else 0)) for k in range(3)))
+    other = LabelBatch.from_array(small, table, batch.spacing)
+    pipe = SynthesisPipeline(SynthesisConfig(**OFF))
+    gen = make_generator(6)
+    patches = []
+    for source in (LabelBatch(batch.labels[:1], batch.tissues[:1], batch.targets[:1], batch.spacing), other):
+        labels, _ = pipe.deform(source, gen, out_shape=(24, 24, 16))
+        patches.append(LabelBatch(labels, source.tissues, source.targets, source.spacing))
+    stacked = LabelBatch.stack(patches)
+    assert stacked.tissues.shape == (2, 8)  # the smaller table padded
+    out = pipe.render(stacked, gen)
+    assert out.image.shape == (2, 1, 24, 24, 16)
+    assert set(out.target[0].unique().tolist()) <= {0, 20, 21, 22, 23}
+    assert set(out.target[1].unique().tolist()) <= {0, 120} and (out.target[1] == 120).any()
+    for b in range(2):
+        for lab in out.labels[b].unique():
+            values = out.image[b][out.labels[b] == lab]
+            assert values.max() - values.min() < 1e-5
+
+
 def test_flip_consistency(batch):
     base = dict(OFF, scale=1.0, rotation_deg=(0.0, 0.0), shear=(0.0, 0.0), translation_mm=(0.0, 0.0), elastic_std_mm=(0.0, 0.0))
     plain = SynthesisPipeline(SynthesisConfig(**base, flip_prob=(0.0, 0.0, 0.0)))(batch, make_generator(2))

@@ -97,6 +97,48 @@ def test_training_maps_load(recipe):
     assert set(maps[2].batch.targets.unique().tolist()) == {0, 1}
 
 
+@pytest.mark.parametrize("together", [False, True])
+def test_synth_batch_of_drawn_maps(recipe, together):
+    from SpineSynthSegLib.synthesis.pipeline import SynthesisPipeline
+    from SpineSynthSegLib.train_data import synth_batch
+
+    maps = load_training_maps(recipe.parent / "maps", SPACING)
+    pipe = SynthesisPipeline()
+    only_bodies = torch.tensor([0.0, 0.0, 1.0])  # the bodies-only map, drawn every time
+    a = synth_batch(maps, pipe, 3, (32, 32, 32), torch.Generator().manual_seed(1), "cpu", only_bodies, together)
+    b = synth_batch(maps, pipe, 3, (32, 32, 32), torch.Generator().manual_seed(1), "cpu", only_bodies, together)
+    assert a.image.shape == a.target.shape == a.weight.shape == (3, 1, 32, 32, 32)
+    assert torch.equal(a.image, b.image) and torch.equal(a.target, b.target)
+    assert set(a.target.unique().tolist()) <= {0, 1}  # its discs are generation labels only
+    assert a.labelled.tolist() == [[True, True, False]] * 3 and a.unknown is None
+    assert not torch.allclose(a.image[0], a.image[1])  # one map, independent draws
+    mixed = synth_batch(maps, pipe, 4, (32, 32, 32), torch.Generator().manual_seed(2), "cpu", None, together)
+    assert mixed.image.shape == (4, 1, 32, 32, 32) and torch.isfinite(mixed.image).all()
+
+
+def test_synth_batch_default_runs_each_map_through_the_whole_pipeline(recipe):
+    from SpineSynthSegLib.synthesis.pipeline import SynthesisPipeline
+    from SpineSynthSegLib.train_data import synth_batch
+
+    maps = load_training_maps(recipe.parent / "maps", SPACING)
+    pipe = SynthesisPipeline()
+    got = synth_batch(maps, pipe, 1, (32, 32, 32), torch.Generator().manual_seed(3), "cpu", torch.tensor([0.0, 1.0, 0.0]))
+    gen = torch.Generator().manual_seed(3)
+    torch.rand((1,), generator=gen)  # the map draw
+    expected = pipe(maps[1].batch, gen, out_shape=(32, 32, 32), aux=maps[1].weight)
+    assert torch.equal(got.image, expected.image) and torch.equal(got.weight, expected.aux)
+
+
+def test_batch_synthesis_benchmark_prints_both_and_the_ratio(capsys):
+    from SpineSynthSegLib.bench import run_batch_synthesis_benchmark
+
+    out = run_batch_synthesis_benchmark(repeats=1, batch=2, patch=(16, 16, 16), shapes=((20, 24, 28), (24, 20, 20)))
+    assert out["map_by_map_s"] > 0 and out["rendered_together_s"] > 0
+    assert out["speed_up"] == pytest.approx(out["map_by_map_s"] / out["rendered_together_s"])
+    text = capsys.readouterr().out
+    assert "map_by_map_s" in text and "rendered_together_s" in text and "speed_up" in text
+
+
 def test_tiny_run_and_exact_resume(recipe, tmp_path):
     torch.set_num_threads(1)
     full = train(recipe, device="cpu", progress=False)

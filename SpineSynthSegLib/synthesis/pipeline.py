@@ -197,25 +197,39 @@ class SynthesisPipeline(torch.nn.Module):
         return means, stds, use_physics
 
     def forward(self, batch: LabelBatch, generator: torch.Generator, out_shape=None, aux: torch.Tensor | None = None) -> Synthetic:
-        """Synthesize one image per label map of ``batch``.
+        """Synthesize one image per label map of ``batch`` (`deform`, then `render`).
 
         Args:
             out_shape: output patch shape (a random crop inside the deformation grid).
             aux: optional [B, C, X, Y, Z] float maps (e.g. loss weights) carried through the
                 same spatial transform (nearest), returned as ``Synthetic.aux``.
         """
+        labels, aux = self.deform(batch, generator, out_shape, aux)
+        return self.render(LabelBatch(labels, batch.tissues, batch.targets, batch.spacing), generator, aux)
+
+    def deform(self, batch: LabelBatch, generator: torch.Generator, out_shape=None, aux: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The spatial stage alone: (labels, aux) resampled (nearest) by one random deformation
+        per map, cropped to ``out_shape``. Maps of different shapes deformed to one
+        ``out_shape`` can then be stacked (`LabelBatch.stack`) and rendered in one call."""
         c = self.config
         labels = batch.labels
-        b = labels.shape[0]
-        device = labels.device
         in_shape = tuple(labels.shape[2:])
         if c.deform:
-            sp = self.spatial.sample(in_shape, batch.spacing, b, generator, device, out_shape)
+            sp = self.spatial.sample(in_shape, batch.spacing, labels.shape[0], generator, labels.device, out_shape)
             labels = self.spatial.apply(labels, sp, batch.spacing, mode="nearest")
             if aux is not None:
                 aux = self.spatial.apply(aux, sp, batch.spacing, mode="nearest")
         elif out_shape is not None and tuple(out_shape) != in_shape:
             raise ValueError("a crop (out_shape) needs deform=True (the crop is part of the sampling grid)")
+        return labels, aux
+
+    def render(self, batch: LabelBatch, generator: torch.Generator, aux: torch.Tensor | None = None) -> Synthetic:
+        """Every stage after the deformation, batched: per-label intensities, bias, gamma,
+        resolution, noise and normalisation, each drawn per sample."""
+        c = self.config
+        labels = batch.labels
+        b = labels.shape[0]
+        device = labels.device
         means, stds, physics = self._intensities(batch, generator)
         image = GaussianMixture.apply(labels, means, stds, generator)
         image = image.clamp(min=0)
