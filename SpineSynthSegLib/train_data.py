@@ -139,19 +139,17 @@ def synth_batch(maps: list[TrainingMap], pipeline: SynthesisPipeline, batch_size
     idx = torch.searchsorted(torch.cumsum(probabilities.double(), 0), u.double()).clamp(max=len(maps) - 1).tolist()
     # the unknown mask travels as a second aux channel only when a drawn map has one (derived mode)
     carry = any(maps[i].unknown is not None for i in idx)
-    outs, patches, aux = [], [], []
+    sources = []
     for i in idx:
         m = maps[i]
         extra = [torch.zeros_like(m.weight) if m.unknown is None else m.unknown] if carry else []
-        source, a = m.batch.to(device), torch.cat([m.weight, *extra], 1).to(device)
-        if not render_together:
-            outs.append(pipeline(source, generator, out_shape=patch, aux=a))
-            continue
-        labels, a = pipeline.deform(source, generator, out_shape=patch, aux=a)
-        patches.append(LabelBatch(labels, source.tissues, source.targets, source.spacing))
-        aux.append(a)
+        sources.append((m.batch.to(device), torch.cat([m.weight, *extra], 1).to(device)))
     if render_together:
-        outs = [pipeline.render(LabelBatch.stack(patches), generator, aux=torch.cat(aux))]
+        deformed = [pipeline.deform(src, generator, out_shape=patch, aux=a) for src, a in sources]
+        stacked = LabelBatch.stack([LabelBatch(lab, src.tissues, src.targets, src.spacing) for (lab, _), (src, _) in zip(deformed, sources)])
+        outs = [pipeline.render(stacked, generator, aux=torch.cat([a for _, a in deformed]))]
+    else:
+        outs = [pipeline(src, generator, out_shape=patch, aux=a) for src, a in sources]
     image, target, aux = (torch.cat([getattr(o, k) for o in outs]) for k in ("image", "target", "aux"))
     labelled = torch.cat([maps[i].labelled for i in idx]).to(device)
     derived = torch.cat([maps[i].derived for i in idx]).to(device)
