@@ -104,13 +104,15 @@ def case_analysis(ref_path: Path, pred_path: Path, cls: int, lateral_mm: float =
 
 def table(results: dict[str, dict[str, float]]) -> str:
     keys = list(next(iter(results.values())))
+
+    def row(label: str, values: dict[str, float]) -> str:
+        return f"| {label} | " + " | ".join(f"{values[k]:+.2f}" if k in EDGES else f"{values[k]:.3f}" for k in keys) + " |"
+
     lines = ["| case | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for case, row in results.items():
-        lines.append(f"| {case} | " + " | ".join(f"{row[k]:+.2f}" if k in EDGES else f"{row[k]:.3f}" for k in keys) + " |")
+    lines += [row(case, values) for case, values in results.items()]
     for group in sorted({c.split("_")[0] for c in results}):
         rows = [r for c, r in results.items() if c.startswith(group + "_")]
-        med = {k: float(np.median([r[k] for r in rows])) for k in keys}
-        lines.append(f"| **{group} median** | " + " | ".join(f"{med[k]:+.2f}" if k in EDGES else f"{med[k]:.3f}" for k in keys) + " |")
+        lines.append(row(f"**{group} median**", {k: float(np.median([r[k] for r in rows])) for k in keys}))
     return "\n".join(lines)
 
 
