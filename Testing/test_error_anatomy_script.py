@@ -70,3 +70,10 @@ def test_cli_scores_a_case_and_refuses_a_missing_one(script, tmp_path, capsys):
     assert "| VB3_02 | 1.000 | 0.000 |" in out and "| **VB3 median** | 1.000 |" in out
     assert script.main(["--pred", str(pred_dir), "--shared", str(tmp_path), "--cases", "VB3_20"]) == 1
     assert "VB3_20: missing" in capsys.readouterr().err
+    write_volume(Volume(pred[:20], (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), ras), pred_dir / "VB3_02_img_semantic.nii.gz")
+    assert script.main(["--pred", str(pred_dir), "--shared", str(tmp_path), "--cases", "VB3_02"]) == 1
+    assert "VB3_02:" in (err := capsys.readouterr().err) and "differs from the reference" in err
+    write_volume(Volume(np.zeros_like(ref), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), ras), labels / "VB3_02_seg.nii.gz")
+    write_volume(Volume(pred, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), ras), pred_dir / "VB3_02_img_semantic.nii.gz")
+    assert script.main(["--pred", str(pred_dir), "--shared", str(tmp_path), "--cases", "VB3_02"]) == 1
+    assert "VB3_02: empty reference" in capsys.readouterr().err

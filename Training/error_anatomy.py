@@ -130,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         if not ref.is_file() or not pred.is_file():
             print(f"{case}: missing {ref if not ref.is_file() else pred}", file=sys.stderr)
             return 1
-        results[case] = case_analysis(ref, pred, 2 if case.startswith("IVD") else 1, args.lateral_mm)
+        try:
+            results[case] = case_analysis(ref, pred, 2 if case.startswith("IVD") else 1, args.lateral_mm)
+        except ValueError as err:  # a prediction on another grid, an empty reference
+            print(f"{case}: {err}", file=sys.stderr)
+            return 1
     print(table(results))
     return 0
 
