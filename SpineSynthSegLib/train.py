@@ -77,6 +77,7 @@ class TrainConfig:
     absent_class: str = "marginal"  # marginal | derived: see train_data.load_training_maps
     ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of the weights
     disc_label_sources: tuple[str, ...] = ()  # sources whose disc labels teach the disc class (empty: all)
+    body_label_sources: tuple[str, ...] = ()  # the same for the vertebral-body class
     render_together: bool = False  # synthesize the batch's patches in one call (GPU; see train_data.synth_batch)
 
     def __post_init__(self) -> None:
@@ -89,13 +90,15 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0, got {self.grad_clip}")
-        if isinstance(self.disc_label_sources, list):
-            object.__setattr__(self, "disc_label_sources", tuple(self.disc_label_sources))
-        if not isinstance(self.disc_label_sources, tuple) or not all(isinstance(x, str) for x in self.disc_label_sources):
-            raise ValueError(f"disc_label_sources must be a list of source names, got {self.disc_label_sources!r}")
-        if self.disc_label_sources and self.absent_class != "marginal":
-            raise ValueError("disc_label_sources works with absent_class 'marginal' only (derived supervision "
-                             "would teach 'no disc' on the discs it leaves untaught)")
+        for name in ("disc_label_sources", "body_label_sources"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, value := tuple(value))
+            if not isinstance(value, tuple) or not all(isinstance(x, str) for x in value):
+                raise ValueError(f"{name} must be a list of source names, got {value!r}")
+            if value and self.absent_class != "marginal":
+                raise ValueError(f"{name} works with absent_class 'marginal' only (derived supervision "
+                                 "would teach the absence of the labels it leaves untaught)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.absent_class not in ABSENT_CLASS_MODES:
@@ -249,7 +252,8 @@ def _train(cfg: TrainConfig, base: Path, dev: torch.device, rank: int, world: in
     run_dir = resolve_path(base, cfg.output_dir) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     maps = load_training_maps(labelmaps, cfg.spacing, absent_class=cfg.absent_class,
-                              disc_sources=cfg.disc_label_sources or None, manifest=manifest)
+                              disc_sources=cfg.disc_label_sources or None, manifest=manifest,
+                              body_sources=cfg.body_label_sources or None)
     probabilities = sampling_weights(maps, cfg.source_weights)
     synth_cfg = SynthesisConfig.from_dict(cfg.synthesis)
     pipeline = SynthesisPipeline(synth_cfg)

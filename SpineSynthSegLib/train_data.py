@@ -62,7 +62,7 @@ class TrainingMap:
 
 def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom", "vb2native", "ivdnative"),
                        absent_class: str = "marginal", disc_sources: tuple[str, ...] | None = None,
-                       manifest: dict | None = None) -> list[TrainingMap]:
+                       manifest: dict | None = None, body_sources: tuple[str, ...] | None = None) -> list[TrainingMap]:
     """Load every map listed in ``folder/manifest.json``; checks the spacing matches.
 
     Maps whose source is in ``full_span_sources`` hold no unlabelled anatomy (phantoms, label-only
@@ -72,6 +72,7 @@ def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom"
     (`absent_class.derived_disc_supervision`). ``disc_sources``: the sources whose disc labels teach
     the disc class (None: all); elsewhere discs stay generation labels, drawn but not taught, as
     in the body-only maps (sources draw discs differently: `Training/label_geometry.py`).
+    ``body_sources``: the same for the vertebral-body class.
     ``manifest``: the folder's manifest when the caller has read it already (`read_manifest`).
     """
     if absent_class not in ABSENT_CLASS_MODES:
@@ -79,10 +80,12 @@ def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom"
     folder = Path(folder)
     entries = (manifest if manifest is not None else read_manifest(folder))["maps"]
     lut = semantic_lut()
-    unknown_sources = sorted(set(disc_sources or ()) - {e.get("source") for e in entries})
-    if unknown_sources:
-        raise ValueError(f"disc sources {unknown_sources} are not in {folder / 'manifest.json'} "
-                         f"(sources: {sorted({e.get('source') for e in entries})})")
+    present = {e.get("source") for e in entries}
+    for kind, chosen in (("disc", disc_sources), ("body", body_sources)):
+        unknown_sources = sorted(set(chosen or ()) - present)
+        if unknown_sources:
+            raise ValueError(f"{kind} sources {unknown_sources} are not in {folder / 'manifest.json'} "
+                             f"(sources: {sorted(present)})")
     maps = []
     for e in entries:
         path = folder / Path(e["path"]).name if not Path(e["path"]).is_absolute() else Path(e["path"])
@@ -91,13 +94,15 @@ def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom"
             raise ValueError(f"{path}: spacing {vol.spacing} differs from the training spacing {spacing}")
         table = LabelTable.load(sidecar_path(path))
         teach_discs = bool(e.get("has_disc")) and (disc_sources is None or e.get("source") in disc_sources)
+        teach_bodies = bool(e.get("has_body")) and (body_sources is None or e.get("source") in body_sources)
+        untaught = {c for c, taught in ((SEMANTIC_IDS["disc"], teach_discs), (SEMANTIC_IDS["vertebral_body"], teach_bodies)) if not taught}
         sem = {x.id: int(lut[x.target]) for x in table.entries}
-        sem = {k: v if v != SEMANTIC_IDS["disc"] or teach_discs else 0 for k, v in sem.items()}
+        sem = {k: 0 if v in untaught else v for k, v in sem.items()}
         sem_table = LabelTable(tuple(LabelEntry(x.id, x.name, x.tissue, sem[x.id]) for x in table.entries))
         lb = LabelBatch.from_array(vol.array, sem_table, vol.spacing, str(path))  # an error names the map
         targets = table.target_map(vol.array)
         weight = span_weight(targets, full=e.get("source") in full_span_sources)
-        flags = [True, bool(e.get("has_body")), teach_discs]
+        flags = [True, teach_bodies, teach_discs]
         derived, unknown = [False] * N_CLASSES, None
         if absent_class == "derived":
             derived, unknown = derived_disc_supervision(e.get("source", "unknown"), targets, flags)

@@ -369,6 +369,26 @@ def test_disc_labels_taught_only_from_chosen_sources(recipe):
         TrainConfig.load(bad)
 
 
+def test_body_labels_taught_only_from_chosen_sources(recipe):
+    every = load_training_maps(recipe.parent / "maps", SPACING)
+    only_em = load_training_maps(recipe.parent / "maps", SPACING, body_sources=("em",))
+    ph, ph_untaught = every[0], only_em[0]
+    assert ph_untaught.labelled.tolist() == [[True, False, True]]  # the phantom still teaches discs
+    assert torch.equal(ph.batch.labels, ph_untaught.batch.labels) and torch.equal(ph.batch.tissues, ph_untaught.batch.tissues)
+    body = ph.batch.targets == 1
+    assert body.any() and set(ph_untaught.batch.targets[body].tolist()) == {0}
+    assert torch.equal(ph.batch.targets[~body], ph_untaught.batch.targets[~body])
+    em, em_kept = every[-1], only_em[-1]
+    assert em_kept.labelled.tolist() == [[True, True, False]] and torch.equal(em.batch.targets, em_kept.batch.targets)
+    with pytest.raises(ValueError, match="body sources.*'emm'"):
+        load_training_maps(recipe.parent / "maps", SPACING, body_sources=("emm",))
+    with pytest.raises(ValueError, match="body_label_sources.*marginal"):
+        TrainConfig(body_label_sources=("em",), absent_class="derived")
+    assert TrainConfig(body_label_sources=["em"]).body_label_sources == ("em",)
+    with pytest.raises(ValueError, match="body_label_sources must be a list"):
+        TrainConfig(body_label_sources="em")
+
+
 def test_disc_sources_must_exist_and_need_the_marginal_loss(recipe):
     with pytest.raises(ValueError, match="ivdnatve"):
         load_training_maps(recipe.parent / "maps", SPACING, disc_sources=("ivdnatve",))
