@@ -22,6 +22,7 @@ import nibabel as nib
 import nibabel.orientations as nio
 import numpy as np
 import SimpleITK as sitk
+from nibabel.openers import ImageOpener
 
 from .errors import InputError
 
@@ -187,20 +188,41 @@ def _nifti_shape(path: Path) -> tuple[int, ...] | None:
         return None
 
 
-def _check_nifti(path: Path, vol: Volume) -> Volume:
-    """Catch two silent ITK NIfTI behaviours: truncated files and non-finite voxels.
+def _check_nifti_geometry(header, source: str) -> None:
+    """Refuse a header whose physical geometry is unknown; ITK would silently guess it.
 
-    ITK pads a truncated NIfTI (.nii or .nii.gz) with zeros without any error, and it reads NaN
-    and +-Inf voxels as 0. Raise InputError for the first; put the NaN/Inf values back for the
-    second, so that the validators (`check_image`, `check_labels`) see what the file holds.
+    ITK reads a zero or NaN voxel size as 1 mm, and a header with neither qform nor sform as an
+    arbitrary orientation: segmentation, levels and measurements would then be silently wrong.
+    """
+    ndim = min(3, int(header["dim"][0]))
+    zooms = np.asarray(header["pixdim"][1 : 1 + ndim], float)
+    if not np.all(np.isfinite(zooms)) or np.any(zooms == 0):
+        raise InputError(f"the header's voxel size (pixdim {_fmt(zooms)}) is zero or not a number: "
+                         "the physical size of the image is unknown", source)
+    if int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0:
+        raise InputError("the header gives no orientation (qform_code and sform_code are both 0), so "
+                         "which axis is superior-inferior is unknown; set a qform or sform first", source)
+
+
+def _check_nifti(path: Path, vol: Volume) -> Volume:
+    """Catch silent ITK NIfTI behaviours: unknown geometry, truncated files, non-finite voxels.
+
+    ITK guesses a missing voxel size or orientation (`_check_nifti_geometry`), pads a truncated
+    NIfTI (.nii or .nii.gz) with zeros without any error, and reads NaN and +-Inf voxels as 0.
+    Raise InputError for the first two; put the NaN/Inf values back for the third, so that the
+    validators (`check_image`, `check_labels`) see what the file holds.
     """
     source = str(path)
     try:
-        proxy = nib.load(source).dataobj  # reads the header only
+        image = nib.load(source)  # reads the header only
+        proxy = image.dataobj
         need = int(proxy.offset) + int(np.prod(proxy.shape, dtype=np.int64)) * np.dtype(proxy.dtype).itemsize
+        with ImageOpener(source) as fh:  # nibabel's load turns a zero voxel size into 1 as ITK does
+            raw_header = type(image.header).from_fileobj(fh, check=False)
     except Exception:  # noqa: BLE001 - a header nibabel cannot parse: trust ITK's successful read
         log.debug("nibabel cannot parse %s; skipping the NIfTI checks", path)
         return vol
+    _check_nifti_geometry(raw_header, source)
     if np.dtype(proxy.dtype).kind == "f":
         try:
             data = np.asanyarray(proxy)

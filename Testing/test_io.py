@@ -711,6 +711,39 @@ def test_vector_nifti(tmp_path):
     _assert_input_error(exc, path)
 
 
+def _patched_nifti(tmp_path, name, pixdim1=None, codes=None):
+    """A valid uncompressed NIfTI with one header field overwritten at its byte offset."""
+    import struct
+
+    path = tmp_path / name
+    nib.save(nib.Nifti1Image(np.random.default_rng(5).random((6, 7, 8)).astype(np.float32), np.diag([2.0, 1.0, 1.0, 1.0])), path)
+    raw = bytearray(path.read_bytes())
+    if pixdim1 is not None:
+        raw[80:84] = struct.pack("<f", pixdim1)  # pixdim[1]
+    if codes is not None:
+        raw[252:256] = struct.pack("<hh", *codes)  # qform_code, sform_code
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("pixdim1", [0.0, float("nan")])
+def test_nifti_with_unknown_voxel_size_is_refused(tmp_path, pixdim1):
+    """ITK (and nibabel) would read a zero voxel size as 1 mm: silently wrong millimetres."""
+    path = _patched_nifti(tmp_path, "size.nii", pixdim1=pixdim1)
+    with pytest.raises(InputError) as exc:
+        read_image(path)
+    _assert_input_error(exc, path, "voxel size", "zero or not a number")
+
+
+def test_nifti_without_orientation_is_refused(tmp_path):
+    path = _patched_nifti(tmp_path, "codes.nii", codes=(0, 0))
+    with pytest.raises(InputError) as exc:
+        read_volume(path)
+    _assert_input_error(exc, path, "no orientation", "qform_code and sform_code")
+    for codes in ((1, 0), (0, 1)):  # either one is enough
+        assert read_volume(_patched_nifti(tmp_path, f"c{codes[0]}{codes[1]}.nii", codes=codes)).spacing == pytest.approx((2.0, 1.0, 1.0))
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_read_image_rejects_non_finite(tmp_path, bad):
     arr = make_volume().array.copy()
