@@ -259,7 +259,31 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     if len(series) > 1:
         log.warning("%s holds %d DICOM series; reading the largest (%d files)", folder, len(series), len(chosen))
     reader.SetFileNames(chosen)
-    return reader.Execute()
+    reader.MetaDataDictionaryArrayUpdateOn()
+    image = reader.Execute()
+    _check_slice_positions(reader, image, str(folder))
+    return image
+
+
+def _check_slice_positions(reader: sitk.ImageSeriesReader, image: sitk.Image, source: str) -> None:
+    """Refuse a series whose slices are not evenly spaced (a missing or repeated slice).
+
+    ITK only warns and stacks such slices at one spacing, which misplaces every slice after the gap.
+    """
+    n = image.GetSize()[2]
+    key = "0020|0032"  # Image Position (Patient)
+    if n < 3 or not all(reader.HasMetaDataKey(i, key) for i in range(n)):
+        return
+    try:
+        positions = np.array([[float(v) for v in reader.GetMetaData(i, key).split("\\")] for i in range(n)])
+    except ValueError:
+        return  # unparsable positions: ITK's own geometry stands
+    normal = np.asarray(image.GetDirection(), float).reshape(3, 3)[:, 2]
+    gaps = np.diff(np.sort(positions @ normal))
+    typical = float(np.median(gaps))
+    if typical <= 0 or np.any(np.abs(gaps - typical) > 0.1 * typical):
+        raise InputError(f"the DICOM slices are not evenly spaced (gaps {gaps.min():.3g} to {gaps.max():.3g} mm, "
+                         f"typically {typical:.3g} mm): a slice is missing or repeated", source)
 
 
 def check_image(vol: Volume, source: str) -> Volume:

@@ -1011,6 +1011,21 @@ def test_dicom_grid_matches_its_nifti_segmentation():
     check_same_geometry(ct_ras, seg_ras, "ct", "seg")
 
 
+def test_dicom_series_with_a_missing_slice_is_refused(tmp_path):
+    """ITK stacks the slices left at one spacing (a warning only); every slice after the gap moves."""
+    import shutil
+
+    folder = tmp_path / "gap_dicom"
+    shutil.copytree(shared_sample("totalsegmentator_tests/example_ct_dicom"), folder)
+    assert read_volume(folder).shape[2] == 20  # the intact copy reads
+    reader = sitk.ImageSeriesReader()
+    files = reader.GetGDCMSeriesFileNames(str(folder))  # sorted along the slice normal
+    Path(files[7]).unlink()
+    with pytest.raises(InputError) as exc:
+        read_volume(folder)
+    _assert_input_error(exc, folder, "not evenly spaced", "missing or repeated")
+
+
 def test_empty_folder_has_no_dicom_series(tmp_path):
     folder = tmp_path / "empty_dicom"
     folder.mkdir()
