@@ -291,6 +291,24 @@ def test_unmeasurable_levels_are_reported_with_a_reason():
     assert "anterior_distance_to_next_mm" not in small["T12"].values and small["L1"].status == "measured"
 
 
+def test_a_label_in_separate_pieces_is_not_measured_and_a_semantic_map_is_refused(tmp_path):
+    vol, _ = _phantom(0)
+    arr = vol.array.copy()
+    arr[arr == 23] = 22  # L4 labelled as L3: two bodies under one label
+    levels = {lev.name: lev for lev in measure_volume(vol.with_array(arr))}
+    assert levels["L3"].status == "not measurable" and "separate pieces of similar size" in levels["L3"].reason
+    assert "L4" not in levels and levels["L2"].status == "measured" and levels["L5"].status == "measured"
+    cut = vol.array.copy()
+    l3 = np.argwhere(cut == 22)
+    cut[tuple(l3[l3[:, 0] == l3[:, 0].min() + 2].T)] = 0  # a one-slice gap near the lateral edge: a small piece
+    assert {lev.name: lev for lev in measure_volume(vol.with_array(cut))}["L3"].status == "measured"
+    semantic = np.where(vol.array > 100, 2, np.where((vol.array > 0) & (vol.array < 29), 1, 0)).astype(np.int32)
+    path = write_volume(vol.with_array(semantic), tmp_path / "case_semantic.nii.gz")
+    with pytest.raises(InputError, match="semantic map") as err:
+        run_measure(path, tmp_path / "out")
+    assert "case_semantic.nii.gz" in str(err.value) and not (tmp_path / "out").exists()
+
+
 def test_errors_name_the_file(tmp_path):
     vol, _ = _phantom(0)
     discs = write_volume(vol.with_array(np.where(vol.array > 100, vol.array, 0)), tmp_path / "discs.nii.gz")
