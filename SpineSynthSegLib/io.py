@@ -175,6 +175,10 @@ def read_volume(path: str | os.PathLike) -> Volume:
     vol = from_sitk(img, source)
     if not path.is_dir() and _suffix(path) in (".nii", ".nii.gz"):
         vol = _check_nifti(path, vol)
+    if not path.is_dir() and _suffix(path) in (".nrrd", ".nhdr") and not img.HasMetaDataKey("NRRD_space"):
+        # without a 'space' field ITK assumes an identity orientation: the superior-inferior axis is a guess
+        raise InputError("the NRRD header has no 'space' field, so the orientation of the axes is unknown; "
+                         "write it with a space (e.g. left-posterior-superior) and space directions", source)
     return vol
 
 

@@ -744,6 +744,19 @@ def test_nifti_without_orientation_is_refused(tmp_path):
         assert read_volume(_patched_nifti(tmp_path, f"c{codes[0]}{codes[1]}.nii", codes=codes)).spacing == pytest.approx((2.0, 1.0, 1.0))
 
 
+def test_nrrd_without_space_is_refused(tmp_path):
+    data = np.random.default_rng(6).random((4, 5, 6)).astype(np.float32)
+    head = "NRRD0004\ntype: float\ndimension: 3\nsizes: 6 5 4\nspacings: 0.5 0.5 4\nendian: little\nencoding: raw\n\n"
+    path = tmp_path / "nospace.nrrd"
+    path.write_bytes(head.encode() + data.tobytes())
+    with pytest.raises(InputError) as exc:
+        read_volume(path)
+    _assert_input_error(exc, path, "no 'space' field", "orientation")
+    spaced = head.replace("spacings: 0.5 0.5 4\n", "space: left-posterior-superior\nspace directions: (0.5,0,0) (0,0.5,0) (0,0,4)\n")
+    path.write_bytes(spaced.encode() + data.tobytes())
+    assert read_volume(path).spacing == pytest.approx((0.5, 0.5, 4.0))
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_read_image_rejects_non_finite(tmp_path, bad):
     arr = make_volume().array.copy()
