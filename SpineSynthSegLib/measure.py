@@ -58,9 +58,12 @@ GENANT_BANDS = (20.0, 25.0, 40.0)  #: % height loss where Genant grades 1, 2, 3 
 MEYERDING_BANDS = (10.0, 25.0, 50.0, 75.0, 100.0)  #: % slip where grades I-IV begin; V above 100
 MIN_VOLUME_MM3 = 400.0  #: smaller structures are reported as too small
 SEPARATE_PIECES_FRACTION = 0.5  #: a second piece this large (vs the largest) makes a label unusable
-_PIECES = "separate pieces of similar size"
 SACRUM = 26
 _POSITIONS = ("anterior", "middle", "posterior")
+
+
+class _InPieces(str):
+    """The reason a label is unusable when it covers two or more structures of similar size."""
 
 
 def genant_grade(loss_percent: float | None) -> int | None:
@@ -162,7 +165,7 @@ def _shapes(vol: Volume, source: str) -> dict[int, Shape | str]:
             second = float(np.sort(sizes)[-2] * np.prod(spacing))
             if second >= MIN_VOLUME_MM3 and second >= SEPARATE_PIECES_FRACTION * sizes.max() * np.prod(spacing):
                 # two structures under one label: which one is this level cannot be told
-                out[label] = f"{n} {_PIECES} ({sizes.max() * np.prod(spacing):.0f} and {second:.0f} mm3)"
+                out[label] = _InPieces(f"{n} separate pieces of similar size ({sizes.max() * np.prod(spacing):.0f} and {second:.0f} mm3)")
                 continue
             mask = comp == np.argmax(sizes) + 1
             log.info("%s: kept the largest of %d pieces (%.0f %%)", vertebra_name(label), n,
@@ -201,7 +204,7 @@ def measure_volume(vol: Volume, source: str = "segmentation") -> list[Level]:
         InputError: 2D input, or no vertebra in the segmentation.
     """
     shapes = _shapes(vol, source)
-    if set(shapes) <= {1, 2} and isinstance(shapes.get(1), str) and _PIECES in shapes[1]:
+    if set(shapes) <= {1, 2} and isinstance(shapes.get(1), _InPieces):
         raise InputError("labels 1 and 2 only, with several vertebral bodies under label 1: this looks like a "
                          "semantic map (1 body, 2 disc, e.g. <case>_semantic from segment); measure needs an "
                          "instance map with one label per level (<case>_instances)", source)
