@@ -68,3 +68,27 @@ def test_no_time_left_is_an_error(recipe, tmp_path, capsys):  # noqa: F811
                          "--device", "cpu", "--warm", "1", "--timed", "1"]) == 1
     assert "no time left" in capsys.readouterr().err
     assert not (tmp_path / "w" / "tiny").exists()
+
+
+def test_lease_train_pair_keeps_the_last_weights_of_each_run(recipe, tmp_path):  # noqa: F811
+    """Training/lease/train_pair.sh on the CPU: two runs side by side, each run's last weights copied out."""
+    import os
+    import subprocess
+    import sys
+
+    second = recipe.parent / "tiny2.json"
+    second.write_text(json.dumps(dict(json.loads(recipe.read_text()), name="tiny2", seed=5)))
+    out, work = tmp_path / "out", tmp_path / "work"
+    out.mkdir()
+    script = Path(__file__).resolve().parents[1] / "Training" / "lease" / "train_pair.sh"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               WORK=str(work), WARM="1", TIMED="1", MAX_STEPS="3")
+    proc = subprocess.run(["bash", str(script), "cpu", "300", str(out), str(recipe), str(second)],
+                          check=False, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("tiny", "tiny2"):
+        steps = json.loads((work / name / "recipe_used.json").read_text())["steps"]
+        _, meta = load_checkpoint(out / f"{name}_step{steps:05d}.pt")  # its sidecar came along
+        assert meta.step == steps and 1 <= steps <= 3
+    assert len(list(out.iterdir())) <= 8  # what the device tool brings back
+    assert not (Path(__file__).resolve().parents[1] / "runs" / "gpu" / "tiny").exists()  # WORK was used
