@@ -11,7 +11,7 @@ DEV=$1; SECS=$2; OUTD=$3; shift 3
 T0=$(date +%s)
 cd "$(dirname "$0")/../.."
 WORK=${WORK:-runs/gpu}; SITE=/tmp/site
-if [ -d devrun ] && [ ! -d runs/labelmaps_ep ]; then  # a bare lent machine: unpack pack.sh's output
+if [ -f devrun/lm.tar.xz ] && [ ! -d runs/labelmaps_ep ]; then  # a bare lent machine: unpack pack.sh's output
   mkdir -p $SITE runs
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE devrun/*.whl || exit 3
   python3 - <<'PY' || exit 4
