@@ -100,16 +100,22 @@ def hash_path(path: str | Path) -> Path:
     return Path(str(path) + ".sha256")
 
 
+def write_hash_sidecar(path: str | Path, digest: str | None = None) -> str:
+    """Write ``path.sha256`` (``digest``, or the file's SHA-256) atomically; returns the hash."""
+    path = Path(path)
+    digest = digest or sha256_file(path)
+    write_bytes_atomic(f"{digest}  {path.name}\n".encode(), hash_path(path))
+    return digest
+
+
 def save_torch_atomic(obj: Any, path: str | Path) -> str:
     """torch.save to ``path`` atomically, then write ``path.sha256``; returns the hash."""
     path = Path(path)
     buf = _io.BytesIO()
     torch.save(obj, buf)
     data = buf.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
     write_bytes_atomic(data, path)
-    write_bytes_atomic(f"{digest}  {path.name}\n".encode(), hash_path(path))
-    return digest
+    return write_hash_sidecar(path, hashlib.sha256(data).hexdigest())
 
 
 def load_torch_verified(path: str | Path, expected_sha256: str | None = None) -> Any:

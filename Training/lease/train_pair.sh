@@ -46,11 +46,12 @@ rc=0; for p in "${pids[@]}"; do wait "$p" || rc=$?; done
 kill $W; snapshot
 echo "train rc $rc at $(( $(date +%s) - T0 )) s"
 python3 - "$OUTD" "$WORK" <<'PY'
-import hashlib, json, shutil, sys, torch
+import shutil, sys, torch
 from pathlib import Path
+from SpineSynthSegLib.model import ModelMeta, write_hash_sidecar
 out = Path(sys.argv[1])
 for d in sorted(p for p in Path(sys.argv[2]).iterdir() if p.is_dir()):
-    snaps = {int(json.loads(torch.load(f, map_location="cpu", weights_only=True)["meta"])["step"]): f
+    snaps = {ModelMeta.from_json(torch.load(f, map_location="cpu", weights_only=True)["meta"]).step: f
              for f in d.glob("snap_*.pt")}
     print(d.name, "snapshots at steps", sorted(snaps))
     if not snaps:
@@ -59,7 +60,7 @@ for d in sorted(p for p in Path(sys.argv[2]).iterdir() if p.is_dir()):
     for s in dict.fromkeys([last, min(snaps, key=lambda s: abs(s - 0.8 * last))]):
         dst = out / f"{d.name}_step{s:05d}.pt"
         shutil.copy(snaps[s], dst)  # the recipe that ran is in the checkpoint's metadata
-        dst.with_name(dst.name + ".sha256").write_text(f"{hashlib.sha256(dst.read_bytes()).hexdigest()}  {dst.name}\n")
+        write_hash_sidecar(dst)
 PY
 tail -n 4 "$WORK"/*.log
 ls -la "$OUTD"
