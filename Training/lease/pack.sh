@@ -22,3 +22,7 @@ mkdir "$TMP/lm" && cp "$LM"/*.json "$TMP/lm/"
 for f in "$LM"/*.nii.gz; do b=$(basename "$f" .gz); gunzip -c "$f" > "$TMP/lm/$b"; done
 (cd "$TMP/lm" && tar cf - . | xz -9 -T2 > "$OLDPWD/devrun/lm.tar.xz")
 du -sh devrun/*
+# the tool carries the tracked files too; over 64 MiB in all it refuses the call
+total=$(( $(git ls-files -z | xargs -0 du -cb | tail -n 1 | cut -f1) + $(du -sb devrun | cut -f1) ))
+echo "to carry: $(( total / 1048576 )) MiB with the tracked files (limit 64 MiB)"
+[ "$total" -le $(( 64 * 1048576 )) ] || { echo "too large: prepare fewer maps (prepare_labelmaps.py --n-maps 2)" >&2; exit 3; }
