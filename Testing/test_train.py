@@ -444,3 +444,26 @@ def test_a_map_with_undescribed_labels_is_named(recipe, tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"maps": [dict(entry, path=path.name)]}))
     with pytest.raises(InputError, match=r"odd.nii.gz: labels \[9999\] are not described"):
         load_training_maps(tmp_path, SPACING)
+
+
+def test_training_maps_are_reused_until_a_file_or_option_changes(recipe):
+    import dataclasses
+    import os
+
+    from SpineSynthSegLib.train import TrainConfig, resolve_path, training_maps
+    from SpineSynthSegLib.training_data import read_manifest
+
+    cfg, base = TrainConfig.load(recipe)
+    folder = resolve_path(base, cfg.labelmaps)
+    manifest = read_manifest(folder)
+    first = training_maps(folder, manifest, cfg)
+    assert training_maps(folder, manifest, cfg) is first  # time_boxed_train's second and third calls
+    table = folder / "bodies.json"  # a label table changed on disk: loaded again
+    st = table.stat()
+    os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    second = training_maps(folder, manifest, cfg)
+    assert second is not first and len(second) == len(first)
+    other = dataclasses.replace(cfg, body_label_sources=["phantom"])  # the bodies-only map no longer teaches bodies
+    third = training_maps(folder, manifest, other)
+    assert third is not second
+    assert [m.labelled.tolist() for m in third] != [m.labelled.tolist() for m in second]
