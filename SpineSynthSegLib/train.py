@@ -44,8 +44,8 @@ from .training_data import read_manifest
 
 log = logging.getLogger(__name__)
 
-# The maps last loaded in this process: time_boxed_train.py times a recipe in two train() calls,
-# then trains it in a third (about 14 s of loading each, out of a lent GPU's few minutes).
+# The maps last loaded by train(..., keep_maps=True): time_boxed_train.py times a recipe in two
+# train() calls, then trains it in a third (about 14 s of loading each, out of a lent GPU's minutes).
 _last_maps: dict[tuple, list] = {}
 
 
@@ -249,8 +249,13 @@ def training_maps(labelmaps: Path, manifest: dict, cfg: TrainConfig) -> list:
     return _last_maps[key]
 
 
-def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) a training recipe; ``max_steps`` stops early (for tests / time slices)."""
+def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None, progress: bool = True,
+          keep_maps: bool = False) -> dict[str, Any]:
+    """Run (or resume) a training recipe; ``max_steps`` stops early (for tests / time slices).
+
+    ``keep_maps``: keep the loaded label maps in memory for the next call with the same maps
+    (`training_maps`); otherwise they are freed when the call returns.
+    """
     cfg, base = TrainConfig.load(recipe)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -263,6 +268,8 @@ def train(recipe: str | Path, device: str = "auto", max_steps: int | None = None
     finally:  # also when a rank fails, so the others are not left waiting in the group
         if started:
             torch.distributed.destroy_process_group()
+        if not keep_maps:
+            _last_maps.clear()
 
 
 def _train(cfg: TrainConfig, base: Path, dev: torch.device, rank: int, world: int, max_steps: int | None, progress: bool) -> dict[str, Any]:

@@ -467,3 +467,16 @@ def test_training_maps_are_reused_until_a_file_or_option_changes(recipe):
     third = training_maps(folder, manifest, other)
     assert third is not second
     assert [m.labelled.tolist() for m in third] != [m.labelled.tolist() for m in second]
+
+
+def test_train_frees_its_maps_unless_asked_to_keep_them(recipe, tmp_path):
+    from SpineSynthSegLib import train as T
+
+    data = dict(json.loads(recipe.read_text()), output_dir=str(tmp_path / "runs"), labelmaps=str(recipe.parent / "maps"))
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    T.train(path, device="cpu", max_steps=1, progress=False, keep_maps=True)
+    kept = list(T._last_maps.values())
+    assert len(kept) == 1 and len(kept[0]) == 3
+    T.train(path, device="cpu", max_steps=2, progress=False)
+    assert T._last_maps == {}

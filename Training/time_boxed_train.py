@@ -50,9 +50,9 @@ def time_steps(recipe: Path, work: Path, device: str, no_validation: bool, warm:
     """
     name = Path(recipe).stem + "_timing"
     path = write_recipe(recipe, work, name, 10**6, no_validation)
-    train(path, device=device, max_steps=warm, progress=False)
+    train(path, device=device, max_steps=warm, progress=False, keep_maps=True)  # the maps stay loaded
     t0 = time.perf_counter()
-    result = train(path, device=device, max_steps=timed, progress=False)
+    result = train(path, device=device, max_steps=timed, progress=False, keep_maps=True)
     wall = time.perf_counter() - t0
     shutil.rmtree(work / name, ignore_errors=True)
     path.unlink()
