@@ -239,7 +239,7 @@ def training_maps(labelmaps: Path, manifest: dict, cfg: TrainConfig) -> list:
     are the same."""
     maps = [Path(e["path"]) if Path(e["path"]).is_absolute() else labelmaps / Path(e["path"]).name for e in manifest["maps"]]
     files = [labelmaps / "manifest.json", *maps, *(sidecar_path(m) for m in maps)]
-    stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.exists())
+    stamps = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files if f.exists() for st in (f.stat(),))
     key = (stamps, tuple(cfg.spacing), cfg.absent_class, tuple(cfg.disc_label_sources or ()), tuple(cfg.body_label_sources or ()))
     if key not in _last_maps:
         _last_maps.clear()
