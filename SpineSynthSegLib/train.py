@@ -39,7 +39,14 @@ from .model import (
 )
 from .synthesis.pipeline import SynthesisConfig, SynthesisPipeline
 from .synthesis.sampling import make_generator
-from .train_data import ABSENT_CLASS_MODES, load_training_maps, load_validation_cases, sampling_weights, synth_batch
+from .train_data import (
+    ABSENT_CLASS_MODES,
+    load_training_maps,
+    load_validation_cases,
+    map_file,
+    sampling_weights,
+    synth_batch,
+)
 from .training_data import read_manifest
 
 log = logging.getLogger(__name__)
@@ -237,7 +244,7 @@ def training_maps(labelmaps: Path, manifest: dict, cfg: TrainConfig) -> list:
     """`load_training_maps` for a recipe, reusing the last call's maps while the folder's files
     (manifest, maps and label tables: path, size, modification time) and the recipe's map options
     are the same."""
-    maps = [Path(e["path"]) if Path(e["path"]).is_absolute() else labelmaps / Path(e["path"]).name for e in manifest["maps"]]
+    maps = [map_file(labelmaps, e) for e in manifest["maps"]]
     files = [labelmaps / "manifest.json", *maps, *(sidecar_path(m) for m in maps)]
     stamps = tuple((str(f), st.st_size, st.st_mtime_ns) for f in files if f.exists() for st in (f.stat(),))
     key = (stamps, tuple(cfg.spacing), cfg.absent_class, tuple(cfg.disc_label_sources or ()), tuple(cfg.body_label_sources or ()))

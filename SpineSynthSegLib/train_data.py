@@ -60,6 +60,12 @@ class TrainingMap:
     unknown: torch.Tensor | None = None  # [1, 1, X, Y, Z]: where the derived classes stay marginal
 
 
+def map_file(folder: Path, entry: dict) -> Path:
+    """The file of a manifest entry: its absolute path, or its file name inside ``folder``."""
+    path = Path(entry["path"])
+    return path if path.is_absolute() else Path(folder) / path.name
+
+
 def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom", "vb2native", "ivdnative"),
                        absent_class: str = "marginal", disc_sources: tuple[str, ...] | None = None,
                        manifest: dict | None = None, body_sources: tuple[str, ...] | None = None) -> list[TrainingMap]:
@@ -88,7 +94,7 @@ def load_training_maps(folder: str | Path, spacing, full_span_sources=("phantom"
                              f"(sources: {sorted(present)})")
     maps = []
     for e in entries:
-        path = folder / Path(e["path"]).name if not Path(e["path"]).is_absolute() else Path(e["path"])
+        path = map_file(folder, e)
         vol = read_labels(path)
         if not np.allclose(vol.spacing, spacing, atol=1e-3):
             raise ValueError(f"{path}: spacing {vol.spacing} differs from the training spacing {spacing}")
