@@ -137,3 +137,18 @@ def test_label_batch_validation():
 def test_cuda(batch):
     out = SynthesisPipeline(SynthesisConfig(mode="mixed"))(batch.to("cuda"), make_generator(0, "cuda"))
     assert out.image.device.type == "cuda"
+
+
+def test_slab_labels_follow_the_simulated_slices(batch):
+    thick = {"resolution_prob": 1.0, "slice_thickness_mm": (4.0, 4.0), "slice_axis_weights": (1.0, 0.0, 0.0)}
+    anatomy = SynthesisPipeline(SynthesisConfig(**thick))(batch, make_generator(2))
+    slabs = SynthesisPipeline(SynthesisConfig(**thick, slab_label_fraction=0.3))(batch, make_generator(2))
+    assert torch.equal(anatomy.image, slabs.image)  # only the targets change, and no random draw
+    assert not torch.equal(anatomy.target, slabs.target)
+    assert set(slabs.target.unique().tolist()) <= {0, 20, 21, 22, 23}
+    centres = torch.round(torch.arange(SHAPE[0]) / 4.0)  # 4 mm slices on the 1 mm axis 0
+    for c in centres.unique():
+        rows = slabs.target[:, :, centres == c]
+        assert (rows == rows[:, :, :1]).all()
+    with pytest.raises(ValueError, match="slab_label_fraction"):
+        SynthesisConfig(slab_label_fraction=1.5)

@@ -7,6 +7,8 @@ from SpineSynthSegLib.synthesis.resolution import (
     apply_along_axis,
     blur_matrix,
     down_up_matrix,
+    slab_matrix,
+    slab_targets,
 )
 from SpineSynthSegLib.synthesis.sampling import make_generator
 
@@ -69,3 +71,52 @@ def test_bad_parameters():
         RandomResolution(axis_weights=(1, 1))
     with pytest.raises(ValueError, match="blur_factor"):
         RandomResolution(blur_factor=-1)
+
+
+def test_slab_matrix_averages_each_voxels_acquired_slice():
+    n = 12
+    assert torch.allclose(slab_matrix(torch.tensor([1.0, 0.5]), n), torch.eye(n).expand(2, n, n))
+    op = slab_matrix(torch.tensor([3.0]), n)[0]
+    assert torch.allclose(op.sum(-1), torch.ones(n))
+    # voxel 4 lies in the slice centred on 3, which covers voxels 2.5..3.5 wholly, 2 and 4 half
+    assert torch.allclose(op[4, 2:5], torch.tensor([1 / 3, 1 / 3, 1 / 3]))
+    assert torch.equal(op[3], op[4]) and torch.equal(op[2], op[3])  # one slice, one row
+
+
+def _ball(radius=9.0, size=32, value=7):
+    grid = torch.stack(torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * 3, indexing="ij"))
+    inside = ((grid - size / 2) ** 2).sum(0) < radius**2
+    return (inside.long() * value)[None, None]
+
+
+def test_slab_targets_repeat_a_thick_slice_and_follow_the_fraction():
+    ball = _ball()  # id 7: ids need not be compact classes
+    params = ResolutionParams(torch.tensor([[4.0, 1.0, 1.0]]))
+    volumes = {}
+    for fraction in (0.2, 0.5, 0.9):
+        out = slab_targets(ball, params, (1.0, 1.0, 1.0), fraction)
+        assert set(out.unique().tolist()) <= {0, 7}
+        centres = torch.round(torch.arange(32) / 4.0)
+        for c in centres.unique():  # every voxel of one acquired slice carries the same outline
+            rows = out[0, 0, centres == c]
+            assert (rows == rows[0]).all()
+        volumes[fraction] = int((out > 0).sum())
+    # a low fraction labels the lateral slices where the ball only partly shows; a high one drops them
+    assert volumes[0.2] > (ball > 0).sum() > volumes[0.5] > volumes[0.9]
+    # native spacing along every axis: the anatomy is kept as it is
+    same = slab_targets(ball, ResolutionParams(torch.tensor([[1.0, 1.0, 1.0]])), (1.0, 1.0, 1.0), 0.3)
+    assert torch.equal(same, ball)
+    with pytest.raises(ValueError, match="fraction"):
+        slab_targets(ball, params, (1.0, 1.0, 1.0), 0.0)
+
+
+def test_slab_targets_per_sample_and_largest_class_wins():
+    two = torch.cat([_ball(value=1), _ball(value=1)])
+    two[..., :16] *= 2  # classes 1 and 2 meet in a plane across the thick axis
+    params = ResolutionParams(torch.tensor([[1.0, 1.0, 6.0], [1.0, 1.0, 1.0]]))
+    out = slab_targets(two, params, (1.0, 1.0, 1.0), 0.3)
+    assert torch.equal(out[1], two[1])  # the sample kept at native resolution is unchanged
+    assert not torch.equal(out[0], two[0])
+    assert set(out[0].unique().tolist()) == {0, 1, 2}
+    share = (out[0] == 2).float().mean() / max(float((out[0] > 0).float().mean()), 1e-6)
+    assert 0.3 < share < 0.7  # neither class swallows the other

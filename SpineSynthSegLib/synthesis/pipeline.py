@@ -20,7 +20,7 @@ import torch
 from ..labels import TISSUES, LabelTable
 from .intensity import BiasField, Gamma, GaussianMixture, Noise, gather_per_label, minmax_normalize, robust_normalize
 from .physics_contrast import SEQUENCES, PhysicsContrast
-from .resolution import RandomResolution
+from .resolution import RandomResolution, slab_targets
 from .sampling import Choice, Normal
 from .spatial import RandomSpatial
 
@@ -66,6 +66,9 @@ class SynthesisConfig:
     in_plane_mm: tuple[float, float] = (0.5, 1.5)
     slice_axis_weights: tuple[float, float, float] = (0.6, 0.2, 0.2)
     blur_factor: float = 0.75
+    # > 0: targets as drawn on the simulated thick slices (a structure labelled on a whole slice
+    # where it fills this fraction of it); 0: the anatomy at the map's resolution
+    slab_label_fraction: float = 0.0
     noise: bool = True
     noise_std: tuple[float, float] = (0.0, 0.05)
     rician_prob: float = 0.5
@@ -77,6 +80,8 @@ class SynthesisConfig:
             raise ValueError(f"physics_fraction must be in [0, 1], got {self.physics_fraction}")
         if self.gamma_std < 0:
             raise ValueError(f"gamma_std must be >= 0, got {self.gamma_std}")
+        if not 0 <= self.slab_label_fraction <= 1:
+            raise ValueError(f"slab_label_fraction must be in [0, 1], got {self.slab_label_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,12 +243,16 @@ class SynthesisPipeline(torch.nn.Module):
         image = minmax_normalize(image)
         if c.gamma:
             image = Gamma.apply(image, self.gamma.sample(b, generator, device))
+        res = None
         if c.resolution:
-            image = self.res.apply(image, self.res.sample(b, batch.spacing, generator, device), batch.spacing)
+            res = self.res.sample(b, batch.spacing, generator, device)
+            image = self.res.apply(image, res, batch.spacing)
         if c.noise:
             image = Noise.apply(image, *self.noise.sample(b, generator, device), generator=generator)
         image = robust_normalize(image)
         target = gather_per_label(batch.targets, labels)
+        if res is not None and c.slab_label_fraction > 0:
+            target = slab_targets(target, res, batch.spacing, c.slab_label_fraction)
         return Synthetic(image.float(), target, labels, physics, aux)
 
 

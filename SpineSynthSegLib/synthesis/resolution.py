@@ -62,6 +62,43 @@ def down_up_matrix(ratio: torch.Tensor, n: int) -> torch.Tensor:
     return m
 
 
+def slab_matrix(ratio: torch.Tensor, n: int) -> torch.Tensor:
+    """[B] spacing ratios -> [B, n, n] operators: the mean over the acquired slice (slab) whose
+    centre is nearest, i.e. what a voxel shows when the thick slice is resampled to the fine
+    grid by repeating it (as resampled thick-slice references are). A ratio <= 1 gives the identity."""
+    r = ratio.float().clamp(min=1.0)[:, None, None]
+    i = torch.arange(n, device=ratio.device, dtype=torch.float32)
+    centre = torch.round(i[None, :, None] / r) * r  # [B, n, 1]: centre of each voxel's slab
+    # overlap of voxel j ([j - 0.5, j + 0.5]) with the slab [centre - r/2, centre + r/2]
+    lo = torch.maximum(i[None, None, :] - 0.5, centre - r / 2)
+    hi = torch.minimum(i[None, None, :] + 0.5, centre + r / 2)
+    m = (hi - lo).clamp(min=0)
+    return m / m.sum(2, keepdim=True)
+
+
+def slab_targets(target: torch.Tensor, params: ResolutionParams, spacing: Sequence[float], fraction: float) -> torch.Tensor:
+    """Targets as drawn on the simulated thick slices: [B, 1, X, Y, Z] classes (0 = background).
+
+    Annotators outline a structure on every acquired slice where it shows, and resampling
+    repeats that outline over the slice's thickness. Here each voxel takes the foreground class
+    that fills at least ``fraction`` of its slab (the largest if several), else background;
+    along axes the sample keeps at its native spacing nothing changes.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"slab label fraction must be in (0, 1], got {fraction}")
+    ratios = params.spacing / torch.tensor(spacing, dtype=torch.float32, device=params.spacing.device)
+    thick = [a for a in range(3) if bool((ratios[:, a] > 1.001).any())]
+    if not thick:
+        return target
+    values, index = torch.unique(target[:, 0], return_inverse=True)  # ids need not be compact
+    share = torch.nn.functional.one_hot(index, len(values)).movedim(-1, 1).float()
+    for a in thick:
+        share = apply_along_axis(share, slab_matrix(ratios[:, a], target.shape[2 + a]), a)
+    share[:, values == 0] = 0.0  # background wins only where no structure reaches the fraction
+    best, cls = share.max(1, keepdim=True)
+    return torch.where(best >= fraction - 1e-6, values[cls], torch.zeros_like(cls))
+
+
 def apply_along_axis(x: torch.Tensor, operator: torch.Tensor, axis: int) -> torch.Tensor:
     """Apply a per-sample linear operator [B, n, n] along array ``axis`` of [B, C, X, Y, Z]."""
     xt = x.movedim(2 + axis, -1)
