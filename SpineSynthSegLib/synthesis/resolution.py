@@ -68,7 +68,8 @@ def slab_matrix(ratio: torch.Tensor, n: int) -> torch.Tensor:
     grid by repeating it (as resampled thick-slice references are). A ratio <= 1 gives the identity."""
     r = ratio.float().clamp(min=1.0)[:, None, None]
     i = torch.arange(n, device=ratio.device, dtype=torch.float32)
-    centre = torch.round(i[None, :, None] / r) * r  # [B, n, 1]: centre of each voxel's slab
+    # [B, n, 1]: centre of each voxel's slab; ties go up (torch.round would alternate at x.5)
+    centre = torch.floor(i[None, :, None] / r + 0.5) * r
     # overlap of voxel j ([j - 0.5, j + 0.5]) with the slab [centre - r/2, centre + r/2]
     lo = torch.maximum(i[None, None, :] - 0.5, centre - r / 2)
     hi = torch.minimum(i[None, None, :] + 0.5, centre + r / 2)
