@@ -181,12 +181,14 @@ def run_batch_synthesis_benchmark(repeats: int = 7, device: str = "cpu", batch: 
     return out
 
 
-def run_segment_benchmark(model_path: str | None = None, shape=(384, 384, 76), repeats: int = 3, device: str = "cpu") -> dict[str, float]:
+def run_segment_benchmark(model_path: str | None = None, shape=(384, 384, 76), repeats: int = 3, device: str = "cpu",
+                          overlap: float | None = None) -> dict[str, float]:
     """End-to-end segmentation of a ``shape`` volume at 1 mm vs the bare network forward passes.
 
     The image is a synthetic T2-like phantom (no deformation) on a sagittal 1 mm grid. Prints the
     medians of end-to-end time, its stages, the bare forward passes over the same windows, their
-    ratio and the process's peak resident memory.
+    ratio and the process's peak resident memory. ``overlap``: the sliding-window overlap (None:
+    `InferenceConfig`'s default).
     """
     import resource
 
@@ -213,7 +215,7 @@ def run_segment_benchmark(model_path: str | None = None, shape=(384, 384, 76), r
     with torch.no_grad():
         image = synth(LabelBatch.from_array(labels.array, table, labels.spacing), make_generator(0)).image[0, 0].numpy()
     vol = Volume(image * 1000, labels.spacing, labels.origin, labels.direction)
-    config = InferenceConfig(device=device)
+    config = InferenceConfig(device=device) if overlap is None else InferenceConfig(device=device, overlap=overlap)
     e2e, stages = [], []
     for _ in range(repeats):
         t = time.perf_counter()

@@ -194,7 +194,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "segment":
         from .bench import run_segment_benchmark
 
-        run_segment_benchmark(model_path=args.model, repeats=min(args.repeats, 3), device=args.device)
+        run_segment_benchmark(model_path=args.model, repeats=min(args.repeats, 3), device=args.device, overlap=args.overlap)
         return 0
     if args.what == "synth-batch":
         from .bench import run_batch_synthesis_benchmark
@@ -307,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", help="checkpoint for 'segment' (default: the shipped model)")
     b.add_argument("--repeats", type=int, default=7, help="timed repeats, medians printed (segment: at most 3)")
     b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    b.add_argument("--overlap", type=float, help="segment: sliding-window overlap in [0, 1) (default 0.5)")
     b.add_argument("--batch", type=int, help="samples per call (synth: 1, synth-batch: 4)")
     b.add_argument("--include", nargs="*", default=("ours", "torchio", "monai"), help="chains to run")
     b.set_defaults(func=cmd_bench)

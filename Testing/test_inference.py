@@ -458,3 +458,13 @@ def test_unloadable_checkpoint_is_one_short_line_and_bench_refuses_it(tmp_path):
     assert "weights_only=False" not in str(err.value) and "\n" not in str(err.value) and "text.pt" in str(err.value)
     with pytest.raises(InputError, match="text.pt"):  # a model asked for by name: no untrained stand-in
         run_segment_benchmark(model_path=path, repeats=1, device="cpu")
+
+
+def test_segment_benchmark_counts_the_windows_of_its_overlap(tiny, capsys):
+    from SpineSynthSegLib.bench import run_segment_benchmark
+
+    shape = (200, 96, 48)  # 2 mm grid: 100 x 48 x 24 voxels against 16 x 32 x 32 windows
+    dense = run_segment_benchmark(model_path=tiny[0], shape=shape, repeats=1, device="cpu", overlap=0.5)
+    sparse = run_segment_benchmark(model_path=tiny[0], shape=shape, repeats=1, device="cpu", overlap=0.0)
+    assert sparse["windows"] < dense["windows"]
+    assert f"{sparse['windows']} windows" in capsys.readouterr().out

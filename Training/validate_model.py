@@ -75,7 +75,7 @@ def remap_intensity(array: np.ndarray, kind: str) -> np.ndarray:
     return 1.0 - x if kind == "invert" else x ** float(kind.removeprefix("gamma"))
 
 
-def segment_cases(model: str | Path, data: Path, cases: list[str], out: Path, tta: bool = False,
+def segment_cases(model: str | Path, data: Path, cases: list[str], out: Path, tta: bool = False, overlap: float = InferenceConfig.overlap,
                   remap: str = "none") -> list:
     """Segment the real images of ``cases`` into ``out`` (validation only: never training images)."""
     images = [data / "images" / f"{c}_img.nii.gz" for c in cases]
@@ -87,7 +87,7 @@ def segment_cases(model: str | Path, data: Path, cases: list[str], out: Path, tt
                 remapped.append(Path(tmp) / path.name)
                 write_volume(vol.with_array(remap_intensity(vol.array, remap)), remapped[-1])
             images = remapped
-        return run_segment(images, out, model_path=model, config=InferenceConfig(tta_flip=tta), overwrite=True,
+        return run_segment(images, out, model_path=model, config=InferenceConfig(tta_flip=tta, overlap=overlap), overwrite=True,
                            progress=False)
 
 
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--out", default="runs/validation")
     p.add_argument("--tta", action="store_true")
+    p.add_argument("--overlap", type=float, default=InferenceConfig.overlap, help="sliding-window overlap (default %(default)s)")
     p.add_argument("--remap", choices=REMAPS, default="none",
                    help="change the images' contrast first (a robustness check on contrasts the groups lack)")
     p.add_argument("--cases", nargs="*", default=list(VALIDATION_CASES))
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             relevel(Path(args.relevel), cases, out / "pred")
             results = []
         else:
-            results = segment_cases(args.model, data, cases, out / "pred", args.tta, args.remap)
+            results = segment_cases(args.model, data, cases, out / "pred", args.tta, args.overlap, args.remap)
         with tempfile.TemporaryDirectory() as tmp:
             ref, groups = reference_set(data, cases, Path(tmp))
             summary = run_evaluate(out / "pred", ref, out / "report", groups_csv=groups, convention_ref="reference",
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / "level_accuracy.json").write_text(json.dumps(accuracy, indent=1))
         print(json.dumps(accuracy, indent=1))
         return 0 if all(r.status == "ok" for r in results) else 1
-    results = segment_cases(args.model, data, args.cases, out / "pred", args.tta, args.remap)
+    results = segment_cases(args.model, data, args.cases, out / "pred", args.tta, args.overlap, args.remap)
     with tempfile.TemporaryDirectory() as tmp:
         ref, groups = reference_set(data, args.cases, Path(tmp))
         summary = run_evaluate(out / "pred", ref, out / "report", groups_csv=groups, convention_ref="reference",
