@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from SpineSynthSegLib.case_scoring import score_prediction, si_axis_of
+from SpineSynthSegLib.inference import InferenceConfig
 from SpineSynthSegLib.io import read_labels
 from SpineSynthSegLib.label_converters import from_totalsegmentator, from_tptbox_subregions
 from SpineSynthSegLib.labels import DISC_OFFSET
@@ -96,13 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--out", default="runs/other_contrasts")
+    p.add_argument("--overlap", type=float, default=InferenceConfig.overlap, help="sliding-window overlap (default %(default)s)")
     args = p.parse_args(argv)
     root = Path(args.shared) / "samples"
     if not root.is_dir():
         print(f"error: {root} not found (the samples of ../shared/data)", file=sys.stderr)
         return 2
     out = Path(args.out)
-    results = run_segment([root / s.image for s in SAMPLES], out / "pred", model_path=args.model, overwrite=True, progress=False)
+    results = run_segment([root / s.image for s in SAMPLES], out / "pred", model_path=args.model, overwrite=True, progress=False,
+                          config=InferenceConfig(overlap=args.overlap))
     failed = [r for r in results if r.status != "ok"]
     if failed:
         for r in failed:
