@@ -182,7 +182,7 @@ def run_batch_synthesis_benchmark(repeats: int = 7, device: str = "cpu", batch: 
 
 
 def run_segment_benchmark(model_path: str | None = None, shape=(384, 384, 76), repeats: int = 3, device: str = "cpu",
-                          overlap: float | None = None) -> dict[str, float]:
+                          overlap: float | tuple[float, float, float] | None = None) -> dict[str, float]:
     """End-to-end segmentation of a ``shape`` volume at 1 mm vs the bare network forward passes.
 
     The image is a synthetic T2-like phantom (no deformation) on a sagittal 1 mm grid. Prints the
@@ -224,7 +224,7 @@ def run_segment_benchmark(model_path: str | None = None, shape=(384, 384, 76), r
         stages.append(res.timings)
     tensor, _ = preprocess(vol, meta, config)
     roi = tuple(meta.patch_size)
-    interval = _get_scan_interval(tensor.shape[2:], roi, 3, (config.overlap,) * 3)
+    interval = _get_scan_interval(tensor.shape[2:], roi, 3, config.overlaps)
     n_windows = len(dense_patch_slices(tensor.shape[2:], roi, interval))
     dtype = resolve_amp(config.amp, torch.device(device))
     window = torch.zeros((config.sw_batch_size, 1, *roi))

@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--model", help="checkpoint (.pt with its .sha256 beside it); default: the shipped model")
     sg.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when available, else CPU")
     sg.add_argument("--tta", action="store_true", help="left-right flip test-time augmentation (doubles network time)")
-    sg.add_argument("--overlap", type=float, default=None, help="sliding-window overlap in [0, 1) (default 0.5)")
+    sg.add_argument("--overlap", type=float, nargs="+", default=None,
+                    help="sliding-window overlap in [0, 1): one value, or three for the left-right, anterior-posterior and inferior-superior axes (default 0.5)")
     sg.add_argument("--shard", metavar="i/n", help="process only shard i of n (1-based; for cluster job arrays)")
     sg.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     sg.add_argument("--format", choices=("nifti", "seg.nrrd"), default="nifti", help="output file format")
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", help="checkpoint for 'segment' (default: the shipped model)")
     b.add_argument("--repeats", type=int, default=7, help="timed repeats, medians printed (segment: at most 3)")
     b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    b.add_argument("--overlap", type=float, help="segment: sliding-window overlap in [0, 1) (default 0.5)")
+    b.add_argument("--overlap", type=float, nargs="+", help="segment: sliding-window overlap, one value or three (as segment --overlap)")
     b.add_argument("--batch", type=int, help="samples per call (synth: 1, synth-batch: 4)")
     b.add_argument("--include", nargs="*", default=("ours", "torchio", "monai"), help="chains to run")
     b.set_defaults(func=cmd_bench)

@@ -48,7 +48,8 @@ class InferenceConfig:
     """Inference settings (one source of defaults for the CLI, the Slicer module and validation).
 
     Attributes:
-        overlap: sliding-window overlap fraction in [0, 1).
+        overlap: sliding-window overlap fraction in [0, 1), one for all axes or three for the
+            network's RAS axes (left-right, anterior-posterior, inferior-superior).
         sw_batch_size: windows per network call.
         blend: window blending, 'gaussian' or 'constant'.
         tta_flip: average with the prediction on the left-right flipped image (RAS axis 0);
@@ -65,7 +66,7 @@ class InferenceConfig:
             background (a heuristic against false positives in lateral slices); None disables.
     """
 
-    overlap: float = 0.5
+    overlap: float | tuple[float, float, float] = 0.5
     sw_batch_size: int = 2
     blend: str = "gaussian"
     tta_flip: bool = False
@@ -75,9 +76,20 @@ class InferenceConfig:
     min_component_mm3: float = 500.0
     max_lateral_mm: float | None = 40.0
 
+    @property
+    def overlaps(self) -> tuple[float, float, float]:
+        """The overlap per network axis (RAS)."""
+        o = self.overlap
+        return tuple(float(v) for v in o) if isinstance(o, tuple) else (float(o),) * 3
+
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.overlap) < 1.0:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        if isinstance(self.overlap, (tuple, list)):  # e.g. from a command line: 1 or 3 values
+            values = tuple(float(v) for v in self.overlap)
+            if len(values) not in (1, 3):
+                raise ValueError(f"overlap must be one value or three (RAS axes), got {self.overlap}")
+            object.__setattr__(self, "overlap", values[0] if len(values) == 1 else values)
+        if not all(0.0 <= float(o) < 1.0 for o in self.overlaps):
+            raise ValueError(f"overlap must be in [0, 1), one value or three, got {self.overlap}")
         if int(self.sw_batch_size) != self.sw_batch_size or self.sw_batch_size < 1:
             raise ValueError(f"sw_batch_size must be a positive integer, got {self.sw_batch_size}")
         if self.blend not in ("gaussian", "constant"):
@@ -245,7 +257,7 @@ def predict_probabilities(
     def run(inp: torch.Tensor) -> torch.Tensor:
         logits = sliding_window_inference(
             inp, tuple(int(p) for p in meta.patch_size), int(config.sw_batch_size), predictor,
-            overlap=float(config.overlap), mode=config.blend, sw_device=device, device=device,
+            overlap=config.overlaps, mode=config.blend, sw_device=device, device=device,
         )
         return torch.softmax(logits.float(), dim=1)
 

@@ -90,7 +90,7 @@ def _box_image(direction: np.ndarray, shape=(40, 36, 14), spacing=(1.2, 1.5, 3.0
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"overlap": 1.0}, {"overlap": -0.1}, {"sw_batch_size": 0}, {"blend": "max"}, {"device": "gpu"},
+    [{"overlap": 1.0}, {"overlap": -0.1}, {"overlap": (0.5, 0.5)}, {"overlap": [0.5, 1.0, 0.5]}, {"sw_batch_size": 0}, {"blend": "max"}, {"device": "gpu"},
      {"amp": "int8"}, {"min_component_mm3": -1}, {"max_lateral_mm": 0}, {"tta_flip": 1}],
 )
 def test_config_rejects_bad_values(kwargs):
@@ -402,6 +402,13 @@ def test_missing_default_model(batch, tmp_path, monkeypatch):
         run_segment([batch], tmp_path / "out", progress=False, instances=None)
 
 
+def test_overlap_one_value_or_one_per_axis():
+    assert InferenceConfig().overlaps == (0.5, 0.5, 0.5)
+    assert InferenceConfig(overlap=[0.25]).overlap == 0.25  # a command line's single value
+    per_axis = InferenceConfig(overlap=[0.25, 0.5, 0.5])
+    assert per_axis.overlap == (0.25, 0.5, 0.5) and per_axis.overlaps == (0.25, 0.5, 0.5)
+
+
 def test_dicom_folder_input(tiny, shared_data, tmp_path):
     samples = shared_data / "samples" / "totalsegmentator_tests"
     dicom = samples / "example_ct_dicom"
@@ -463,8 +470,9 @@ def test_unloadable_checkpoint_is_one_short_line_and_bench_refuses_it(tmp_path):
 def test_segment_benchmark_counts_the_windows_of_its_overlap(tiny, capsys):
     from SpineSynthSegLib.bench import run_segment_benchmark
 
-    shape = (200, 96, 48)  # 2 mm grid: 100 x 48 x 24 voxels against 16 x 32 x 32 windows
+    shape = (200, 160, 48)  # RAS on the 2 mm grid: 24 x 80 x 100 voxels against 16 x 32 x 32 windows
     dense = run_segment_benchmark(model_path=tiny[0], shape=shape, repeats=1, device="cpu", overlap=0.5)
     sparse = run_segment_benchmark(model_path=tiny[0], shape=shape, repeats=1, device="cpu", overlap=0.0)
-    assert sparse["windows"] < dense["windows"]
+    one_axis = run_segment_benchmark(model_path=tiny[0], shape=shape, repeats=1, device="cpu", overlap=(0.0, 0.0, 0.5))
+    assert sparse["windows"] < one_axis["windows"] < dense["windows"]
     assert f"{sparse['windows']} windows" in capsys.readouterr().out

@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--out", default="runs/validation")
     p.add_argument("--tta", action="store_true")
-    p.add_argument("--overlap", type=float, default=InferenceConfig.overlap, help="sliding-window overlap (default %(default)s)")
+    p.add_argument("--overlap", type=float, nargs="+", default=InferenceConfig.overlap,
+                   help="sliding-window overlap, one value or three for the RAS axes (default %(default)s)")
     p.add_argument("--remap", choices=REMAPS, default="none",
                    help="change the images' contrast first (a robustness check on contrasts the groups lack)")
     p.add_argument("--cases", nargs="*", default=list(VALIDATION_CASES))

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     p.add_argument("--out", default="runs/other_contrasts")
-    p.add_argument("--overlap", type=float, default=InferenceConfig.overlap, help="sliding-window overlap (default %(default)s)")
+    p.add_argument("--overlap", type=float, nargs="+", default=InferenceConfig.overlap,
+                   help="sliding-window overlap, one value or three for the RAS axes (default %(default)s)")
     args = p.parse_args(argv)
     root = Path(args.shared) / "samples"
     if not root.is_dir():
