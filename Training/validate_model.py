@@ -75,7 +75,8 @@ def remap_intensity(array: np.ndarray, kind: str) -> np.ndarray:
     return 1.0 - x if kind == "invert" else x ** float(kind.removeprefix("gamma"))
 
 
-def segment_cases(model: str | Path, data: Path, cases: list[str], out: Path, tta: bool = False, overlap: float = InferenceConfig.overlap,
+def segment_cases(model: str | Path, data: Path, cases: list[str], out: Path, tta: bool = False,
+                  overlap: float | list[float] = InferenceConfig.overlap,
                   remap: str = "none") -> list:
     """Segment the real images of ``cases`` into ``out`` (validation only: never training images)."""
     images = [data / "images" / f"{c}_img.nii.gz" for c in cases]
