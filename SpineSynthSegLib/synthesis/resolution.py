@@ -25,6 +25,15 @@ class ResolutionParams:
 
     spacing: torch.Tensor
 
+    def coarsened_axes(self, spacing: Sequence[float]) -> list[tuple[int, torch.Tensor]]:
+        """(axis, [B] spacing ratios) for each array axis that some sample coarsens."""
+        out = []
+        for a in range(3):
+            ratio = self.spacing[:, a] / float(spacing[a])
+            if bool((ratio > 1.001).any()):
+                out.append((a, ratio))
+        return out
+
 
 def blur_matrix(sigma: torch.Tensor, n: int) -> torch.Tensor:
     """[B] Gaussian sigmas (voxels; 0 = identity) -> [B, n, n] blur operators, edges replicated."""
@@ -87,14 +96,13 @@ def slab_targets(target: torch.Tensor, params: ResolutionParams, spacing: Sequen
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"slab label fraction must be in (0, 1], got {fraction}")
-    ratios = params.spacing / torch.tensor(spacing, dtype=torch.float32, device=params.spacing.device)
-    thick = [a for a in range(3) if bool((ratios[:, a] > 1.001).any())]
+    thick = params.coarsened_axes(spacing)
     if not thick:
         return target
     values, index = torch.unique(target[:, 0], return_inverse=True)  # ids need not be compact
     share = torch.nn.functional.one_hot(index, len(values)).movedim(-1, 1).float()
-    for a in thick:
-        share = apply_along_axis(share, slab_matrix(ratios[:, a], target.shape[2 + a]), a)
+    for a, ratio in thick:
+        share = apply_along_axis(share, slab_matrix(ratio, target.shape[2 + a]), a)
     share[:, values == 0] = 0.0  # background wins only where no structure reaches the fraction
     best, cls = share.max(1, keepdim=True)
     return torch.where(best >= fraction - 1e-6, values[cls], torch.zeros_like(cls))
@@ -155,10 +163,7 @@ class RandomResolution(torch.nn.Module):
     def apply(self, x: torch.Tensor, params: ResolutionParams, spacing: Sequence[float]) -> torch.Tensor:
         # Blur, coarse sampling and interpolation back are all linear along one axis: compose
         # them into one [n, n] operator per sample and apply it as a batched matrix product.
-        for a in range(3):
-            ratio = params.spacing[:, a] / float(spacing[a])
-            if not bool((ratio > 1.001).any()):
-                continue
+        for a, ratio in params.coarsened_axes(spacing):
             n = x.shape[2 + a]
             sigma = torch.where(ratio > 1.001, self.blur_factor * ratio, torch.zeros_like(ratio))
             operator = down_up_matrix(ratio, n) @ blur_matrix(sigma, n)
