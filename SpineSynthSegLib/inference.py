@@ -27,13 +27,12 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from .errors import InputError
 from .grid_argmax import argmax_on_grid
 from .io import Reorientation, Volume, from_sitk, reorient, to_sitk
-from .labels import SEMANTIC_IDS
 from .model import ModelMeta, load_checkpoint
+from .postprocess import postprocess
 from .resampling import grid_for_spacing, resample_to
 from .synthesis.intensity import robust_normalize
 
@@ -64,6 +63,8 @@ class InferenceConfig:
         max_lateral_mm: body and disc components whose centroid lies further than this from the
             median left-right position of the large vertebral-body components are set to
             background (a heuristic against false positives in lateral slices); None disables.
+        off_column: remove body components that do not continue the spinal column (bowel loops,
+            bladder wall: `column_outliers`) and disc components left far from the remaining bodies.
     """
 
     overlap: float | tuple[float, float, float] = 0.5
@@ -75,6 +76,7 @@ class InferenceConfig:
     antialias: bool = True
     min_component_mm3: float = 500.0
     max_lateral_mm: float | None = 40.0
+    off_column: bool = True
 
     @property
     def overlaps(self) -> tuple[float, float, float]:
@@ -94,8 +96,8 @@ class InferenceConfig:
             raise ValueError(f"sw_batch_size must be a positive integer, got {self.sw_batch_size}")
         if self.blend not in ("gaussian", "constant"):
             raise ValueError(f"blend must be 'gaussian' or 'constant', got {self.blend!r}")
-        if not isinstance(self.tta_flip, bool) or not isinstance(self.antialias, bool):
-            raise TypeError("tta_flip and antialias must be booleans")
+        if not all(isinstance(v, bool) for v in (self.tta_flip, self.antialias, self.off_column)):
+            raise TypeError("tta_flip, antialias and off_column must be booleans")
         dev = str(self.device)
         if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
@@ -265,88 +267,6 @@ def predict_probabilities(
     if config.tta_flip:
         probs = probs.add_(run(x.flip(2)).flip(2)).mul_(0.5)
     return probs
-
-
-# ----------------------------------------------------------------------------- post-processing
-
-
-@dataclass
-class _Components:
-    """26-connected components of one class, labelled inside the class's bounding box."""
-
-    box: tuple[slice, ...]
-    comp: np.ndarray  # component ids on labels[box]
-    counts: np.ndarray  # voxels per id (index 0: outside the class)
-    keep: np.ndarray  # bool per id
-
-    def world_r(self, grid: Volume) -> np.ndarray:
-        """World R coordinate (mm, RAS) of the centroid of each kept component (NaN for the others)."""
-        r = np.full(len(self.counts), np.nan)
-        objects = ndimage.find_objects(self.comp)
-        for cid in np.flatnonzero(self.keep):
-            box = objects[cid - 1]
-            idx = np.nonzero(self.comp[box] == cid)
-            centroid = [ix.mean() + inner.start + outer.start for ix, inner, outer in zip(idx, box, self.box)]
-            r[cid] = grid.affine_ras[0, :3] @ centroid + grid.affine_ras[0, 3]
-        return r
-
-
-def _components(mask: np.ndarray, min_voxels: float) -> _Components:
-    axes = [np.flatnonzero(mask.any(axis=tuple(b for b in range(3) if b != a))) for a in range(3)]
-    box = tuple(slice(int(a[0]), int(a[-1]) + 1) for a in axes)
-    comp, n = ndimage.label(mask[box], structure=np.ones((3, 3, 3), bool))
-    counts = np.bincount(comp.ravel(), minlength=n + 1)
-    keep = counts >= min_voxels
-    keep[0] = False
-    return _Components(box, comp, counts, keep)
-
-
-def postprocess(labels: np.ndarray, grid: Volume, config: InferenceConfig | None = None) -> tuple[np.ndarray, dict]:
-    """Remove implausible components from a semantic label map (in place).
-
-    1. Components (26-connectivity) of any class smaller than ``min_component_mm3``.
-    2. Heuristic, bodies and discs only: the reference left-right position is the median world
-       R coordinate of the centroids of the large vertebral-body components (at least 30 % of
-       the largest; disc components when there is no body); body and disc components whose
-       centroid lies more than ``max_lateral_mm`` from it are removed (false positives in
-       lateral slices, e.g. bowel or iliac bone).
-
-    Args:
-        labels: integer class map on ``grid``.
-        grid: geometry of ``labels`` (spacing in mm, affine for world positions).
-
-    Returns:
-        The cleaned labels and a report {class name: {"small": n, "lateral": n, "removed_mm3": v}}.
-    """
-    config = config or InferenceConfig()
-    voxel_mm3 = float(np.prod(grid.spacing))
-    names = {v: k for k, v in SEMANTIC_IDS.items()}
-    present = np.flatnonzero(np.bincount(labels.ravel()))
-    comps = {int(c): _components(labels == c, config.min_component_mm3 / voxel_mm3) for c in present if c != 0}
-    report = {
-        names.get(c, str(c)): {"small": int((~p.keep[1:]).sum()), "lateral": 0, "removed_mm3": 0.0}
-        for c, p in comps.items()
-    }
-    body, disc = SEMANTIC_IDS["vertebral_body"], SEMANTIC_IDS["disc"]
-    ref_cls = next((c for c in (body, disc) if c in comps and comps[c].keep.any()), None)
-    if config.max_lateral_mm is not None and ref_cls is not None:
-        ref = comps[ref_cls]
-        large = ref.keep & (ref.counts >= 0.3 * ref.counts[ref.keep].max())
-        world_r = {c: comps[c].world_r(grid) for c in (body, disc) if c in comps}
-        centre = float(np.median(world_r[ref_cls][large]))
-        for cls, r in world_r.items():
-            part = comps[cls]
-            with np.errstate(invalid="ignore"):
-                lateral = part.keep & (np.abs(r - centre) > config.max_lateral_mm)
-            part.keep &= ~lateral
-            report[names.get(cls, str(cls))]["lateral"] = int(lateral.sum())
-    for cls, part in comps.items():
-        drop = ~part.keep
-        drop[0] = False
-        if drop.any():
-            labels[part.box][drop[part.comp]] = 0
-            report[names.get(cls, str(cls))]["removed_mm3"] = float(part.counts[drop].sum() * voxel_mm3)
-    return labels, report
 
 
 # ----------------------------------------------------------------------------- the whole chain
