@@ -40,6 +40,16 @@ def test_a_column_with_its_sacrum_loses_nothing(lateral_mm):
     assert off_column_bodies(c, vols) == {}
 
 
+@pytest.mark.parametrize("slip_mm", [20.0, 40.0])
+@pytest.mark.parametrize("level", [5, 6, 7])
+def test_a_spondylolisthesis_is_not_an_outlier(slip_mm, level):
+    """Every body above ``level`` slipped forward (grades II to IV for a 35 mm deep body)."""
+    chain = _lordotic_chain()
+    c = np.vstack([chain, _s1_below(chain)])
+    c[:level, 1] -= slip_mm
+    assert off_column_bodies(c, np.full(len(c), 30000.0)) == {}
+
+
 def test_a_body_far_in_front_of_the_column_is_removed_first():
     chain = _lordotic_chain()
     bowel = chain[3] + np.array([5.0, -80.0, 3.0])  # 80 mm anterior, level with the fourth body
