@@ -35,3 +35,17 @@ def test_arguments(script, capsys):
     with pytest.raises(SystemExit):
         script.main(["--relevel", "somewhere"])
     assert "--relevel needs --levels" in capsys.readouterr().err
+
+
+def test_level_accuracy_counts_all_cases_and_each_group(script):
+    def row(case, label, dice, scope="span", ref_empty=False):
+        return {"case": case, "label": label, "dice": dice, "kind": "level", "scope": scope, "ref_empty": ref_empty}
+
+    rows = [row("VB2_01", 18, 0.9), row("VB2_01", 19, 0.1), row("VB3_01", 20, 0.8), row("IVD_01", 124, 0.7),
+            row("IVD_01", 123, 0.2), row("VB3_01", 21, 0.0, scope="raw"), row("VB3_01", 22, 0.0, ref_empty=True)]
+    acc = script.level_accuracy(rows)
+    assert acc["vertebrae"] == {"right": 2, "total": 3, "fraction": 0.6667}
+    assert acc["discs"] == {"right": 1, "total": 2, "fraction": 0.5}
+    assert acc["cases"] == {"total": 3, "with_a_wrong_level": ["IVD_01", "VB2_01"]}
+    assert acc["groups"]["VB2"]["vertebrae"]["right"] == 1 and acc["groups"]["VB3"]["vertebrae"]["total"] == 1
+    assert acc["groups"]["IVD"]["discs"] == {"right": 1, "total": 2, "fraction": 0.5}

@@ -6,7 +6,7 @@
 Real images are used for validation only. Writes the segment outputs and an evaluate report
 (per-case CSV, summary JSON, HTML) scored raw and within the labelled span (shared/data/README.md).
 ``--levels`` scores level naming instead, on every case with level labels (VB3: L1-L5 bodies, IVD:
-L1-L2..L5-S1 discs): a reference level is right when the prediction's instance of the same name
+L1-L2..L5-S1 discs, VB2: seven bodies, nominally T11-L5 by the upstream readme): a reference level is right when the prediction's instance of the same name
 overlaps it with Dice >= 0.5 inside the labelled span. ``--levels --relevel runs/levels/pred`` names
 the levels again on an earlier run's semantic maps without the network (seconds, for rule work).
 """
@@ -104,20 +104,29 @@ def relevel(pred: Path, cases: list[str], out: Path) -> None:
 
 
 def level_cases(data: Path) -> list[str]:
-    """Cases whose labels name levels: VB3 (1..5 = L1..L5) and IVD (1..5 = L5-S1..L1-L2)."""
+    """Cases whose labels name levels: VB3 (1..5 = L1..L5), IVD (1..5 = L5-S1..L1-L2) and VB2 (seven
+    bodies, nominally T11-L5: `label_converters`)."""
     return sorted(p.name.split("_img")[0] for p in (data / "images").glob("*_img.nii.gz")
-                  if p.name.startswith(("VB3_", "IVD_")))
+                  if p.name.startswith(("VB2_", "VB3_", "IVD_")))
 
 
-def level_accuracy(rows: list[dict]) -> dict:
-    """Vertebrae / discs named right (Dice >= 0.5 with the same-named reference level, span scope)."""
-    levels = [r for r in rows if r["kind"] == "level" and r["scope"] == "span" and not r["ref_empty"]]
+def _counts(levels: list[dict]) -> dict:
     out = {}
     for kind, sel in (("vertebrae", [r for r in levels if r["label"] < 100]), ("discs", [r for r in levels if r["label"] >= 100])):
         right = sum(float(r["dice"]) >= 0.5 for r in sel)
         out[kind] = {"right": right, "total": len(sel), "fraction": round(right / max(len(sel), 1), 4)}
+    return out
+
+
+def level_accuracy(rows: list[dict]) -> dict:
+    """Vertebrae / discs named right (Dice >= 0.5 with the same-named reference level, span scope),
+    over all cases and per group (case prefix)."""
+    levels = [r for r in rows if r["kind"] == "level" and r["scope"] == "span" and not r["ref_empty"]]
+    out = _counts(levels)
     wrong = sorted({r["case"] for r in levels if float(r["dice"]) < 0.5})
     out["cases"] = {"total": len({r["case"] for r in levels}), "with_a_wrong_level": wrong}
+    groups = sorted({r["case"].split("_")[0] for r in levels})
+    out["groups"] = {g: _counts([r for r in levels if r["case"].split("_")[0] == g]) for g in groups}
     return out
 
 
@@ -132,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--remap", choices=REMAPS, default="none",
                    help="change the images' contrast first (a robustness check on contrasts the groups lack)")
     p.add_argument("--cases", nargs="*", default=list(VALIDATION_CASES))
-    p.add_argument("--levels", action="store_true", help="score level naming on every VB3/IVD case")
+    p.add_argument("--levels", action="store_true", help="score level naming on every VB2/VB3/IVD case")
     p.add_argument("--relevel", metavar="PRED_DIR",
                    help="with --levels: name the levels again on the semantic maps of an earlier --levels run "
                         "(PRED_DIR/<case>_img_semantic.nii.gz) instead of segmenting; for work on the level rules")
