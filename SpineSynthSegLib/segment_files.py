@@ -197,6 +197,17 @@ def _default_instances() -> InstancesFn | None:
 # ----------------------------------------------------------------------------- the runner
 
 
+def _with_removed_components(report: dict, removed: dict) -> dict:
+    """The level report plus what post-processing removed (``removed_components``), with a warning
+    for bodies removed off the spinal column: the user should see that something looked like one."""
+    report = {**report, "removed_components": removed}
+    n = (removed.get("vertebral_body") or {}).get("off_column", 0)
+    if n:
+        report["warnings"] = list(report.get("warnings", [])) + [
+            f"{n} vertebral-body component(s) off the spinal column removed (bowel or bladder taken for a body?)"]
+    return report
+
+
 def _segment_case(path: Path, case: str, out_dir: Path, segmenter: Segmenter, assign: InstancesFn | None,
                   output_format: str, overwrite: bool) -> CaseResult:
     t0 = time.perf_counter()
@@ -212,6 +223,7 @@ def _segment_case(path: Path, case: str, out_dir: Path, segmenter: Segmenter, as
         instances = report = None
         if assign is not None:
             instances, report = assign(seg.semantic)
+            report = _with_removed_components(report, seg.postprocess)
             result.levels = report
         result.outputs = _write_case(targets, seg.semantic, instances, report)
     except InputError as err:

@@ -13,6 +13,7 @@ from SpineSynthSegLib.io import reorient
 from SpineSynthSegLib.labels import DISC_OFFSET
 from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom
 from SpineSynthSegLib.postprocess import postprocess
+from SpineSynthSegLib.segment_files import _with_removed_components
 
 
 def _lordotic_chain(n: int = 8, step: float = 33.0, lateral_mm: float = 0.0) -> np.ndarray:
@@ -127,3 +128,13 @@ def test_bowel_like_blobs_and_their_disc_pieces_are_removed():
 def test_off_column_must_be_a_boolean():
     with pytest.raises(TypeError, match="off_column"):
         InferenceConfig(off_column=1)
+
+
+def test_the_level_report_tells_what_was_removed_off_the_column():
+    removed = {"vertebral_body": {"small": 1, "lateral": 0, "off_column": 2, "removed_mm3": 9e3}}
+    report = {"warnings": ["gap"], "confidence": 0.5}
+    out = _with_removed_components(report, removed)
+    assert out["removed_components"] == removed and report == {"warnings": ["gap"], "confidence": 0.5}
+    assert out["warnings"][0] == "gap" and "2 vertebral-body component(s) off the spinal column" in out["warnings"][1]
+    removed["vertebral_body"]["off_column"] = 0
+    assert _with_removed_components(report, removed)["warnings"] == ["gap"]
