@@ -103,6 +103,11 @@ def column_axis(centroids: np.ndarray) -> np.ndarray:
     return axis if axis @ S_AXIS >= 0 else -axis
 
 
+def median_step(chain: np.ndarray) -> float:
+    """Median distance between consecutive centroids of an ordered chain, mm."""
+    return float(np.median(np.linalg.norm(np.diff(chain, axis=0), axis=1)))
+
+
 def disc_slot(d: np.ndarray, chain: np.ndarray, step: float) -> tuple[int, float, float]:
     """Where a disc centroid lies on the body chain (superior first).
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .column_geometry import column_axis
+from .column_geometry import column_axis, median_step
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,13 @@ class ColumnRule:
     tail_volume_ratio: float = 0.7
     min_bodies: int = 5
 
-
-def _step(chain: np.ndarray) -> float:
-    return float(np.median(np.linalg.norm(np.diff(chain, axis=0), axis=1)))
+    def __post_init__(self) -> None:
+        for name in ("offset_ratio", "min_offset_mm", "gap_ratio", "tail_volume_ratio"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not (self.neighbours >= 2 and self.min_bodies > self.neighbours):
+            raise ValueError(f"need neighbours >= 2 and min_bodies > neighbours (a line through the others), "
+                             f"got {self.neighbours} and {self.min_bodies}")
 
 
 def _worst_offset(c: np.ndarray, t: np.ndarray, k: int) -> tuple[int, float]:
@@ -75,7 +79,7 @@ def off_column_bodies(centroids: np.ndarray, volumes: np.ndarray, rule: ColumnRu
         c = centroids[keep]
         t = c @ column_axis(c)
         order = np.argsort(t)
-        step = _step(c[order])
+        step = median_step(c[order])
         i, dist = _worst_offset(c, t, min(rule.neighbours, len(keep) - 1))
         if dist <= max(rule.offset_ratio * step, rule.min_offset_mm):
             break

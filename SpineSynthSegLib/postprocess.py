@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from .column_geometry import column_axis, disc_slot
+from .column_geometry import column_axis, disc_slot, median_step
 from .column_outliers import off_column_bodies
 from .io import Volume
 from .labels import SEMANTIC_IDS
@@ -73,7 +73,7 @@ def _remove_off_column(comps: dict, centroids: dict, body: int, disc: int, voxel
     chain = centroids[body][kept]
     axis = column_axis(chain)
     chain = chain[np.argsort(-(chain @ axis))]  # superior first
-    step = float(np.median(np.linalg.norm(np.diff(chain, axis=0), axis=1)))
+    step = median_step(chain)
     discs = comps[disc]
     far = [c for c in np.flatnonzero(discs.keep) if disc_slot(centroids[disc][c], chain, step)[2] > max(step, 20.0)]
     discs.keep[far] = False

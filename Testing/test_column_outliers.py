@@ -125,6 +125,13 @@ def test_bowel_like_blobs_and_their_disc_pieces_are_removed():
     assert np.array_equal(kept, labels)
 
 
+def test_rule_thresholds_are_checked():
+    with pytest.raises(ValueError, match="offset_ratio"):
+        ColumnRule(offset_ratio=0.0)
+    with pytest.raises(ValueError, match="neighbours"):
+        ColumnRule(neighbours=4, min_bodies=4)
+
+
 def test_off_column_must_be_a_boolean():
     with pytest.raises(TypeError, match="off_column"):
         InferenceConfig(off_column=1)
