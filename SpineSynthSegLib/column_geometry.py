@@ -103,6 +103,11 @@ def column_axis(centroids: np.ndarray) -> np.ndarray:
     return axis if axis @ S_AXIS >= 0 else -axis
 
 
+def off_chain_mm(step: float) -> float:
+    """How far from the body chain a disc may lie and still belong to the spine: one step, at least 20 mm."""
+    return max(step, 20.0)
+
+
 def median_step(chain: np.ndarray) -> float:
     """Median distance between consecutive centroids of an ordered chain, mm."""
     return float(np.median(np.linalg.norm(np.diff(chain, axis=0), axis=1)))

@@ -53,7 +53,7 @@ import numpy as np
 from scipy import ndimage
 
 from .body_split import split_at_discs, split_bridged
-from .column_geometry import Column, Part, ap_depth, column_axis, disc_slot, measure_parts, ramp
+from .column_geometry import Column, Part, ap_depth, column_axis, disc_slot, measure_parts, off_chain_mm, ramp
 from .io import Volume, reorient
 from .labels import CRANIOCAUDAL_ORDER, DISC_OFFSET, VERTEBRA_IDS, vertebra_name
 
@@ -249,7 +249,7 @@ def _column(ras: Volume, cfg: InstanceConfig, report: dict) -> tuple[Column | No
     col = Column(bodies, discs, {}, axis, step, gaps, float(spacing[2]))
     for d in discs:
         i, t, dist = disc_slot(d.centroid, chain, step)
-        if dist > max(step, 20.0):
+        if dist > off_chain_mm(step):
             report["warnings"].append(f"a disc component ({d.volume_mm3:.0f} mm^3) lies {dist:.0f} mm off the spine: dropped")
         else:
             col.slots.setdefault(i, []).append((d, t))

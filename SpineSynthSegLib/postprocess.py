@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
-from .column_geometry import column_axis, disc_slot, median_step
+from .column_geometry import column_axis, disc_slot, median_step, off_chain_mm
 from .column_outliers import off_column_bodies
 from .io import Volume
 from .labels import SEMANTIC_IDS
@@ -57,8 +57,8 @@ def _components(mask: np.ndarray, min_voxels: float) -> _Components:
 
 def _remove_off_column(comps: dict, centroids: dict, body: int, disc: int, voxel_mm3: float, report: dict,
                        names: dict) -> None:
-    """`column_outliers` on the kept body components; then discs further than a step (at least
-    20 mm, as `instances.assign_levels`) from the chain of the remaining bodies."""
+    """`column_outliers` on the kept body components; then the discs further than `off_chain_mm`
+    from the chain of the remaining bodies (the distance at which `instances.assign_levels` drops a disc)."""
     part = comps[body]
     ids = np.flatnonzero(part.keep)
     dropped = off_column_bodies(centroids[body][ids], part.counts[ids] * voxel_mm3)
@@ -75,7 +75,7 @@ def _remove_off_column(comps: dict, centroids: dict, body: int, disc: int, voxel
     chain = chain[np.argsort(-(chain @ axis))]  # superior first
     step = median_step(chain)
     discs = comps[disc]
-    far = [c for c in np.flatnonzero(discs.keep) if disc_slot(centroids[disc][c], chain, step)[2] > max(step, 20.0)]
+    far = [c for c in np.flatnonzero(discs.keep) if disc_slot(centroids[disc][c], chain, step)[2] > off_chain_mm(step)]
     discs.keep[far] = False
     report[names[disc]]["off_column"] = len(far)
 
