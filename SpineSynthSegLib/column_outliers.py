@@ -90,11 +90,10 @@ def off_column_bodies(centroids: np.ndarray, volumes: np.ndarray, rule: ColumnRu
     order = np.argsort(c @ column_axis(c))  # inferior first
     steps = np.linalg.norm(np.diff(c[order], axis=0), axis=1)
     step = float(np.median(steps))
-    for n_tail in (1, 2):
-        if steps[n_tail - 1] < rule.gap_ratio * step or any(s >= rule.gap_ratio * step for s in steps[: n_tail - 1]):
-            continue
+    gaps = steps[:2] >= rule.gap_ratio * step  # a gap above the lowest body, or above the two lowest
+    if gaps.any():
+        n_tail = int(np.argmax(gaps)) + 1
         tail, rest = order[:n_tail], order[n_tail:]
         if np.all(volumes[keep][tail] < rule.tail_volume_ratio * np.median(volumes[keep][rest])):
             dropped.update({keep[j]: "detached below the column" for j in tail})
-        break
     return dropped

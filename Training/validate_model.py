@@ -6,8 +6,9 @@
 Real images are used for validation only. Writes the segment outputs and an evaluate report
 (per-case CSV, summary JSON, HTML) scored raw and within the labelled span (shared/data/README.md).
 ``--levels`` scores level naming instead, on every case with level labels (VB3: L1-L5 bodies, IVD:
-L1-L2..L5-S1 discs, VB2: seven bodies, nominally T11-L5 by the upstream readme): a reference level is right when the prediction's instance of the same name
-overlaps it with Dice >= 0.5 inside the labelled span. ``--levels --relevel runs/levels/pred`` names
+L1-L2..L5-S1 discs, VB2: seven bodies, nominally T11-L5 by the upstream readme): a reference level
+is right when the prediction's instance of the same name overlaps it with Dice >= 0.5 inside the
+labelled span. ``--levels --relevel runs/levels/pred`` names
 the levels again on an earlier run's semantic maps without the network (seconds, for rule work).
 """
 
