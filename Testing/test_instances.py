@@ -133,6 +133,38 @@ def test_cropped_field_of_view_without_sacrum():
     assert _agreement(out.array, expected[:, :, cut:]) == 1.0  # counted from L1 at the top
 
 
+NO_SHAPE_CUE = InstanceConfig(depth_ratio=(5.0, 6.0), volume_ratio=(5.0, 6.0), fragment_ratio=(0.01, 0.02),
+                              tilt_deg=(80.0, 89.0))
+
+
+def test_top_count_ending_on_s1_without_a_disc_below_keeps_s1():
+    """Six bodies, the image ending just under the lowest, no disc below it and no sacral shape cue:
+    counted from L1 the column ends exactly on S1, and nothing contradicts S1 (an L5 would show its
+    L5-S1 disc)."""
+    vol, expected, _ = _spine(5, room_mm=-10.0)  # 5 mm of image below S1
+    out, report = assign_levels(vol, config=NO_SHAPE_CUE)
+    assert report["anchor"] == "top", report["sacrum_features"]
+    assert report["sacrum_features"]["no_disc_below"] == 0.5
+    assert any("end at S1" in w for w in report["warnings"])
+    got = _majority(out.array, expected)
+    assert [got[v] for v in (20, 21, 22, 23, 24, 26)] == [20, 21, 22, 23, 24, 26]
+
+
+def test_top_count_past_l5_with_a_disc_below_counts_up_from_l5():
+    """Six mobile bodies and the disc under the lowest at the image border: the lowest is L5."""
+    vol, expected, _ = _spine(6, room_mm=3.0)
+    sem = np.where(expected == 26, 0, vol.array).astype(np.uint8)
+    disc = np.argwhere(expected == 125)
+    cut = int(disc[:, 2].min()) + 2  # the field of view ends inside the disc below the lowest body
+    cropped = Volume(sem[:, :, cut:].copy(), vol.spacing, tuple(vol.affine[:3, :3] @ [0, 0, cut] + vol.origin),
+                     vol.direction)
+    out, report = assign_levels(cropped, config=NO_SHAPE_CUE)
+    assert report["anchor"] == "top" and report["sacrum_features"]["no_disc_below"] == 0.0
+    assert any("counted up from L5" in w for w in report["warnings"])
+    got = _majority(out.array, np.where(cropped.array == 1, expected[:, :, cut:], 0))
+    assert [got[v] for v in range(20, 26)] == [19, 20, 21, 22, 23, 24]
+
+
 def test_lowest_disc_without_sacrum_anchors_l5():
     vol, expected, _ = _spine(5)
     sem = vol.array.copy()
