@@ -22,15 +22,24 @@ from .synthesis.pipeline import LabelBatch
 from .synthesis.resolution import RandomResolution, ResolutionParams
 from .synthesis.sampling import make_generator
 
-# Spin-echo timings (ms) of a T1-weighted and a T2-weighted sagittal TSE at 1.5 T.
-CONTRASTS = {"T1w": (500.0, 12.0), "T2w": (4000.0, 100.0)}
+# Sequence and timings (ms, degrees) of common sagittal lumbar protocols at 1.5 T.
+CONTRASTS = {
+    "T1w": ("spin_echo", {"tr": 500.0, "te": 12.0}),
+    "T2w": ("spin_echo", {"tr": 4000.0, "te": 100.0}),
+    "STIR": ("inversion_recovery", {"tr": 4000.0, "te": 60.0, "ti": 160.0}),  # TI near fat's null at 1.5 T
+    "T1w_GRE": ("spoiled_gre", {"tr": 12.0, "te": 4.6, "flip_deg": 20.0}),
+    "Dixon_water": ("water_fat", {"dixon_output": "water"}),
+}
+DEMO_CONTRASTS = ("T1w", "T2w")
 
 
 def contrast_image(vol: Volume, table: LabelTable, kind: str, seed: int = 0, slice_mm: float = 4.0) -> Volume:
-    """A fixed-contrast phantom image: spin echo with mid-range tissue values, 4 mm sagittal slices."""
-    tr, te = CONTRASTS[kind]
+    """A fixed-contrast phantom image (``kind`` in `CONTRASTS`): mid-range tissue values, 4 mm sagittal slices."""
+    if kind not in CONTRASTS:
+        raise ValueError(f"contrast must be one of {sorted(CONTRASTS)}, got {kind!r}")
+    sequence, timings = CONTRASTS[kind]
     batch = LabelBatch.from_array(vol.array, table, vol.spacing)
-    params = nominal_physics_params(batch.tissues, "spin_echo", 1.5, tr=tr, te=te)
+    params = nominal_physics_params(batch.tissues, sequence, 1.5, **timings)
     means, _ = PhysicsContrast().apply(params)
     gen = make_generator(seed)
     image = GaussianMixture.apply(batch.labels, means, means * 0.05, gen)
@@ -60,7 +69,7 @@ def segment_phantom_demo(vol: Volume, table: LabelTable, out_dir, segmenter: Seg
     truth_sem = semantic_map(truth)
     summary = {}
     panels = []
-    for kind in CONTRASTS:
+    for kind in DEMO_CONTRASTS:
         image = contrast_image(vol, table, kind)
         write_volume(image, out_dir / f"phantom_{kind}.nii.gz")
         result = segmenter(image)

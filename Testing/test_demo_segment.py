@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -20,6 +21,22 @@ def test_contrasts_look_like_t1_and_t2():
     assert t1.shape == vol.shape and not t1.geometry_mismatch(vol)
     assert _mean_of(t1, vol, table, "fat") > _mean_of(t1, vol, table, "csf")
     assert _mean_of(t2, vol, table, "csf") > _mean_of(t2, vol, table, "marrow")
+
+
+def test_stir_and_water_images_suppress_fat():
+    vol, table = generate_phantom(PhantomConfig(), seed=0)
+    stir = contrast_image(vol, table, "STIR")
+    water = contrast_image(vol, table, "Dixon_water")
+    t1 = contrast_image(vol, table, "T1w")
+    assert _mean_of(stir, vol, table, "fat") < 0.3 * _mean_of(stir, vol, table, "csf")
+    assert _mean_of(water, vol, table, "fat") < 0.3 * _mean_of(water, vol, table, "nucleus")
+    assert _mean_of(t1, vol, table, "fat") > 2 * _mean_of(t1, vol, table, "csf")
+
+
+def test_unknown_contrast_is_refused():
+    vol, table = generate_phantom(PhantomConfig(), seed=0)
+    with pytest.raises(ValueError, match="contrast must be one of"):
+        contrast_image(vol, table, "FLAIR")
 
 
 def test_per_level_dice():
