@@ -36,8 +36,8 @@ disc takes the id of the nearest vertebra above it. Steps of `assign_levels` (RA
      continues below it (S1 in view but not segmented); in a map without any disc, when the lowest
      body is complete, not sacrum-like, with room below it (labels that stop at L5).
    - ``top``: otherwise the top body is ``top_name`` (default L1), counted downwards (never past
-     L5: the count is shifted up then, unless it ends exactly on S1 and no disc is segmented below
-     the lowest body, which is then S1); confidence 0.3 and 'may be off by one'.
+     L5: the count is shifted up then, unless it reaches S1 and no disc is segmented below the
+     lowest body, which is then S1); confidence 0.3 and 'may be off by one'.
    ``confidence`` (in [0, 1]) starts at 0.5 + 0.5 x score (sacrum), 0.65 / 0.5 (l5 by disc / without
    discs) or 0.3 (top), times 0.7 per gap, 0.8 / 0.85 per transitional warning, 0.75 for 3 bodies
    and 0.5 for fewer. A gap right above the S1 anchor also halves it, with a warning: a missed L5
@@ -318,10 +318,11 @@ def assign_levels(semantic: Volume, *, anchor: str = "auto", n_lumbar: int | Non
     report["anchor"] = mode
     offsets = np.arange(n) + np.concatenate([[0], np.cumsum(col.gaps)]).astype(int)
     pos = pos_a + offsets - offsets[k_a]
-    if mode == "top" and pos[-1] == s1 and col.features.get("no_disc_below", 0.0) > 0:
-        # the count ends on S1 and nothing contradicts it: a lowest L5 would show its L5-S1 disc below
-        warn.append(f"{n} bodies from {vertebra_name(seq[pos[0]])} down end at S1: the lowest body, with no disc "
-                    "below it, is read as S1")
+    if mode == "top" and pos[-1] >= s1 and col.features.get("no_disc_below", 0.0) > 0:
+        # the count reaches S1 and nothing contradicts S1: a lowest L5 would show its L5-S1 disc below
+        warn.append(f"{n} bodies from {vertebra_name(seq[pos[0]])} down reach S1: the lowest body, with no disc "
+                    "below it, is read as S1" + ("" if pos[-1] == s1 else ", counted up from it"))
+        pos = pos - (pos[-1] - s1)
     elif mode != "sacrum" and pos[-1] > s1 - 1:
         warn.append(f"{n} bodies from {vertebra_name(seq[pos[0]])} down do not fit above S1: counted up from L{lumbar}")
         pos = pos - (pos[-1] - (s1 - 1))

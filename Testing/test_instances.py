@@ -145,9 +145,19 @@ def test_top_count_ending_on_s1_without_a_disc_below_keeps_s1():
     out, report = assign_levels(vol, config=NO_SHAPE_CUE)
     assert report["anchor"] == "top", report["sacrum_features"]
     assert report["sacrum_features"]["no_disc_below"] == 0.5
-    assert any("end at S1" in w for w in report["warnings"])
+    assert any("reach S1" in w for w in report["warnings"])
     got = _majority(out.array, expected)
     assert [got[v] for v in (20, 21, 22, 23, 24, 26)] == [20, 21, 22, 23, 24, 26]
+
+
+def test_top_count_past_s1_without_a_disc_below_counts_up_from_s1():
+    """Seven bodies (six mobile, as T12-L5) above an S1 without shape cue or disc below it."""
+    vol, expected, _ = _spine(6, room_mm=-10.0)
+    out, report = assign_levels(vol, config=NO_SHAPE_CUE)
+    assert report["anchor"] == "top", report["sacrum_features"]
+    assert any("reach S1" in w and "counted up from it" in w for w in report["warnings"])
+    got = _majority(out.array, expected)
+    assert [got[v] for v in (20, 21, 22, 23, 24, 25, 26)] == [19, 20, 21, 22, 23, 24, 26]
 
 
 def test_top_count_past_l5_with_a_disc_below_counts_up_from_l5():

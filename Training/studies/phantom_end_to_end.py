@@ -67,6 +67,7 @@ def score_case(segmenter: Segmenter, config: PhantomConfig, seed: int, kind: str
         "dice_body": round(dice(result.semantic.array == 1, truth_sem == 1), 4),
         "dice_disc": round(dice(result.semantic.array == 2, truth_sem == 2), 4),
         "vertebrae": len(levels), "named_right": int(named), "anchor": report.get("anchor"),
+        "level_warnings": report.get("warnings", []),
         "bodies_graded": len(both), "grades_agree": sum(pred[v]["genant_grade"] == ref[v]["genant_grade"] for v in both),
         "bodies_in_truth": len(ref),
         "fractured": [{"level": v, "truth_grade": ref.get(v, {}).get("genant_grade"),
@@ -108,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     p.add_argument("--n", type=int, default=8, help="phantoms (seeds 0..n-1)")
     p.add_argument("--contrasts", nargs="+", default=list(CONTRASTS), choices=list(CONTRASTS))
+    p.add_argument("--phantom", default="{}", metavar="JSON",
+                   help='PhantomConfig fields to change, e.g. \'{"top_level": "T11", "shape": [192, 112, 64]}\'')
     p.add_argument("--out", default="runs/phantom_e2e.json")
     args = p.parse_args(argv)
-    config = PhantomConfig(sacrum_below_s1=False, wedge_fracture_prob=1.0, wedge_fracture_loss=(0.2, 0.6))
+    fields = {"sacrum_below_s1": False, "wedge_fracture_prob": 1.0, "wedge_fracture_loss": (0.2, 0.6)}
+    config = PhantomConfig(**{**fields, **json.loads(args.phantom)})
     segmenter = Segmenter.from_checkpoint(args.model)
     rows = []
     for seed in range(args.n):
