@@ -15,9 +15,9 @@ TRAINING = Path(__file__).resolve().parents[1] / "Training"
 
 @contextlib.contextmanager
 def training_script(name: str):
-    """Import ``Training/<name>.py`` as a module for the duration (registered in ``sys.modules``,
-    so its dataclasses resolve their annotations through it)."""
-    spec = importlib.util.spec_from_file_location(name, TRAINING / f"{name}.py")
+    """Import ``Training/<name>.py`` (``name`` may hold a folder: 'studies/x') as a module for the
+    duration (registered in ``sys.modules``, so its dataclasses resolve their annotations through it)."""
+    spec = importlib.util.spec_from_file_location(Path(name).name, TRAINING / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     try:
