@@ -318,14 +318,16 @@ def assign_levels(semantic: Volume, *, anchor: str = "auto", n_lumbar: int | Non
     report["anchor"] = mode
     offsets = np.arange(n) + np.concatenate([[0], np.cumsum(col.gaps)]).astype(int)
     pos = pos_a + offsets - offsets[k_a]
-    if mode == "top" and pos[-1] >= s1 and col.features.get("no_disc_below", 0.0) > 0:
-        # the count reaches S1 and nothing contradicts S1: a lowest L5 would show its L5-S1 disc below
-        warn.append(f"{n} bodies from {vertebra_name(seq[pos[0]])} down reach S1: the lowest body, with no disc "
-                    "below it, is read as S1" + ("" if pos[-1] == s1 else ", counted up from it"))
-        pos = pos - (pos[-1] - s1)
-    elif mode != "sacrum" and pos[-1] > s1 - 1:
-        warn.append(f"{n} bodies from {vertebra_name(seq[pos[0]])} down do not fit above S1: counted up from L{lumbar}")
-        pos = pos - (pos[-1] - (s1 - 1))
+    if mode != "sacrum" and pos[-1] >= s1:
+        counted = f"{n} bodies from {vertebra_name(seq[pos[0]])} down"
+        # a top-down count that reaches S1 keeps it unless a disc lies below the lowest body (L5-S1)
+        if mode == "top" and col.features.get("no_disc_below", 0.0) > 0:
+            warn.append(f"{counted} reach S1: the lowest body, with no disc below it, is read as S1"
+                        + ("" if pos[-1] == s1 else ", counted up from it"))
+            pos = pos - (pos[-1] - s1)
+        else:
+            warn.append(f"{counted} do not fit above S1: counted up from L{lumbar}")
+            pos = pos - (pos[-1] - (s1 - 1))
     if pos[0] < 0:
         warn.append("more bodies than vertebral levels above the anchor: the top ones share C1")
         pos = np.maximum(pos, 0)
