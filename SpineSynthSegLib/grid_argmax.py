@@ -36,8 +36,9 @@ def argmax_on_grid(probs: torch.Tensor, source: Volume, target: Volume, chunk_vo
     return _argmax_grid_sample(probs, m, target.shape, chunk_voxels)
 
 
-def _argmax_grid_sample(probs: torch.Tensor, m: np.ndarray, shape: tuple[int, ...], chunk_voxels: int) -> np.ndarray:
-    """`argmax_on_grid` for any index mapping ``m`` (4x4, target -> source): trilinear grid_sample."""
+def _grid_sample_chunks(probs: torch.Tensor, m: np.ndarray, shape: tuple[int, ...], chunk_voxels: int):
+    """Yield ``(x0, [C, rows, Y, Z])``: trilinear samples of ``probs`` at the target grid ``shape``
+    mapped through ``m`` (4x4, target index -> source index), a slab of target rows at a time."""
     size = np.asarray(probs.shape[1:], float)
     scale = np.where(size > 1, 2.0 / np.maximum(size - 1, 1), 0.0)  # align_corners=True
     a = torch.as_tensor(scale[:, None] * m[:3, :3], dtype=torch.float32, device=probs.device)
@@ -45,15 +46,33 @@ def _argmax_grid_sample(probs: torch.Tensor, m: np.ndarray, shape: tuple[int, ..
     nx, ny, nz = shape
     j = torch.arange(ny, dtype=torch.float32, device=probs.device)[None, :, None]
     k = torch.arange(nz, dtype=torch.float32, device=probs.device)[None, None, :]
-    out = np.empty(shape, np.uint8)
     step = max(1, chunk_voxels // max(1, ny * nz))
     src = probs[None].float()
     for x0 in range(0, nx, step):
         i = torch.arange(x0, min(nx, x0 + step), dtype=torch.float32, device=probs.device)[:, None, None]
         coords = [a[d, 0] * i + a[d, 1] * j + a[d, 2] * k + b[d] for d in range(3)]
         grid = torch.stack(torch.broadcast_tensors(coords[2], coords[1], coords[0]), dim=-1)[None]
-        sampled = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        out[x0 : x0 + step] = _argmax0(sampled[0]).cpu().numpy()
+        yield x0, F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+
+
+def _argmax_grid_sample(probs: torch.Tensor, m: np.ndarray, shape: tuple[int, ...], chunk_voxels: int) -> np.ndarray:
+    """`argmax_on_grid` for any index mapping ``m`` (4x4, target -> source): trilinear grid_sample."""
+    out = np.empty(shape, np.uint8)
+    for x0, sampled in _grid_sample_chunks(probs, m, shape, chunk_voxels):
+        out[x0 : x0 + sampled.shape[1]] = _argmax0(sampled).cpu().numpy()
+    return out
+
+
+def probabilities_on_grid(probs: torch.Tensor, source: Volume, target: Volume, chunk_voxels: int = 1 << 18) -> np.ndarray:
+    """The probabilities themselves on ``target``'s grid ([C, *target.shape] float32), interpolated
+    as `argmax_on_grid` does (trilinear in world space, clamped at the border); memory C x target.
+    For analysis (thresholds, calibration); inference keeps only the arg-max."""
+    if tuple(probs.shape[1:]) != source.shape:
+        raise ValueError(f"probabilities {tuple(probs.shape)} do not match the source grid {source.shape}")
+    m = np.linalg.inv(source.affine) @ target.affine
+    out = np.empty((probs.shape[0], *target.shape), np.float32)
+    for x0, sampled in _grid_sample_chunks(probs, m, target.shape, chunk_voxels):
+        out[:, x0 : x0 + sampled.shape[1]] = sampled.cpu().numpy()
     return out
 
 

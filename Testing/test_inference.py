@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from SpineSynthSegLib import grid_argmax, inference
 from SpineSynthSegLib.errors import InputError
-from SpineSynthSegLib.grid_argmax import argmax_on_grid
+from SpineSynthSegLib.grid_argmax import argmax_on_grid, probabilities_on_grid
 from SpineSynthSegLib.inference import (
     InferenceConfig,
     Segmenter,
@@ -26,7 +26,7 @@ from SpineSynthSegLib.inference import (
     resolve_amp,
     segment_volume,
 )
-from SpineSynthSegLib.io import Volume, read_image, read_volume, write_volume
+from SpineSynthSegLib.io import Volume, read_image, read_volume, reorient, write_volume
 from SpineSynthSegLib.model import ModelConfig, ModelMeta, build_network, load_checkpoint, save_checkpoint
 from SpineSynthSegLib.segment_files import exit_code, run_segment
 from SpineSynthSegLib.segment_inputs import case_name, expand_inputs, shard, unique_case_names
@@ -139,6 +139,31 @@ def test_geometry_round_trip(tiny, orientation, tmp_path):
     assert set(np.unique(seg.array)) <= {0, 1, 2}
     back = read_volume(write_volume(seg, tmp_path / "seg.nii.gz"))
     assert back.geometry_mismatch(vol) == []
+
+
+def _smooth_probs(shape, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    logits = torch.nn.functional.avg_pool3d(torch.as_tensor(rng.normal(size=(1, 3, *shape)), dtype=torch.float32),
+                                            5, stride=1, padding=2)[0]
+    return torch.softmax(4 * logits, dim=0).numpy()
+
+
+def test_probabilities_on_grid_agree_with_argmax_on_grid():
+    source = Volume(np.zeros((20, 24, 28), np.uint8), (1.5, 1.5, 1.5), (3.0, -2.0, 1.0), np.diag([-1.0, -1.0, 1.0]))
+    target_ras = Volume(np.zeros((29, 35, 41), np.uint8), (1.0, 1.0, 1.0), (3.2, -2.1, 1.3), np.diag([-1.0, -1.0, 1.0]))
+    target, _ = reorient(target_ras, "IPR")  # another axis order and signs, as the validation images have
+    probs = _smooth_probs(source.shape)
+    sampled = probabilities_on_grid(torch.as_tensor(probs), source, target, chunk_voxels=3000)
+    assert sampled.shape == (3, *target.shape)
+    assert np.allclose(sampled.sum(0), 1.0, atol=1e-5)
+    expected = argmax_on_grid(torch.as_tensor(probs), source, target)
+    assert (sampled.argmax(0) == expected).mean() > 0.999  # ties aside, the product's own mapping
+
+
+def test_probabilities_on_the_same_grid_are_unchanged():
+    grid = Volume(np.zeros((12, 10, 14), np.uint8), (2.0, 1.0, 1.5), (0.0, 0.0, 0.0), np.eye(3))
+    probs = _smooth_probs(grid.shape, seed=1)
+    assert np.allclose(probabilities_on_grid(torch.as_tensor(probs), grid, grid), probs, atol=1e-5)
 
 
 def test_argmax_on_grid_is_exact_in_world_space():

@@ -21,35 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from SpineSynthSegLib.case_scoring import score_prediction, si_axis_of
 from SpineSynthSegLib.evaluate_inputs import CaseFiles, load_case
+from SpineSynthSegLib.grid_argmax import probabilities_on_grid
 from SpineSynthSegLib.inference import Segmenter
 from SpineSynthSegLib.io import Volume, read_image
 from SpineSynthSegLib.training_data import VALIDATION_CASES
 
 SHIFTS = (-0.4, -0.3, -0.2, -0.1, -0.05, 0.0, 0.05, 0.1, 0.2)
-
-
-def probabilities_on(probs: np.ndarray, source: Volume, target: Volume, rows: int = 32) -> np.ndarray:
-    """[C, X, Y, Z] probabilities on ``source`` interpolated linearly onto ``target``'s grid (world space)."""
-    m = np.linalg.inv(source.affine) @ target.affine  # target index -> source index
-    size = np.asarray(probs.shape[1:], float)
-    scale = 2.0 / np.maximum(size - 1, 1)  # grid_sample's [-1, 1] with align_corners=True
-    a = torch.as_tensor(scale[:, None] * m[:3, :3], dtype=torch.float32)
-    b = torch.as_tensor(scale * m[:3, 3] - 1, dtype=torch.float32)
-    nx, ny, nz = target.shape
-    j = torch.arange(ny, dtype=torch.float32)[None, :, None]
-    k = torch.arange(nz, dtype=torch.float32)[None, None, :]
-    src = torch.as_tensor(probs, dtype=torch.float32)[None]
-    parts = []
-    for x0 in range(0, nx, rows):
-        i = torch.arange(x0, min(nx, x0 + rows), dtype=torch.float32)[:, None, None]
-        c = [a[d, 0] * i + a[d, 1] * j + a[d, 2] * k + b[d] for d in range(3)]
-        grid = torch.stack(torch.broadcast_tensors(c[2], c[1], c[0]), dim=-1)[None]
-        parts.append(F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=True)[0])
-    return torch.cat(parts, dim=1).numpy()
 
 
 def span_dice(pred: np.ndarray, ref: np.ndarray, vol: Volume, cls: int) -> float:
@@ -72,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = load_case(CaseFiles(labels=data / "labels" / f"{case}_seg.nii.gz"), "reference", case, cases_info).semantic
         cls = 2 if case.startswith("IVD") else 1
         result = segmenter(vol, keep_probabilities=True)
-        probs = probabilities_on(result.probabilities, result.probability_grid, vol)
+        probs = probabilities_on_grid(torch.from_numpy(result.probabilities), result.probability_grid, vol)
         scores = []
         for shift in SHIFTS:
             probs[cls] += shift
