@@ -30,13 +30,12 @@ from SpineSynthSegLib.demo_segment import CONTRASTS, contrast_image
 from SpineSynthSegLib.inference import Segmenter
 from SpineSynthSegLib.instances import assign_levels
 from SpineSynthSegLib.labels import is_vertebra, semantic_map
-from SpineSynthSegLib.measure import measure_volume
+from SpineSynthSegLib.measure import SACRUM, measure_volume
 from SpineSynthSegLib.metrics import dice
 from SpineSynthSegLib.phantom import PhantomConfig, generate_phantom, phantom_targets
 from SpineSynthSegLib.phantom_truth import phantom_levels
 
 HEIGHTS = ("anterior_height_mm", "middle_height_mm", "posterior_height_mm")
-SACRUM = 26
 
 
 def bodies_measured(instances) -> dict[int, dict]:
