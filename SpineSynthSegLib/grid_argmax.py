@@ -28,12 +28,17 @@ def argmax_on_grid(probs: torch.Tensor, source: Volume, target: Volume, chunk_vo
     Returns:
         uint8 class indices with the target's shape (ties go to the lower class, background).
     """
-    if tuple(probs.shape[1:]) != source.shape:
-        raise ValueError(f"probabilities {tuple(probs.shape)} do not match the source grid {source.shape}")
-    m = np.linalg.inv(source.affine) @ target.affine  # target index -> source index
+    m = _index_map(probs, source, target)
     if np.allclose(m[:3, :3], np.diag(np.diag(m[:3, :3])), atol=1e-9):
         return _argmax_separable(probs, m, target.shape, chunk_voxels)
     return _argmax_grid_sample(probs, m, target.shape, chunk_voxels)
+
+
+def _index_map(probs: torch.Tensor, source: Volume, target: Volume) -> np.ndarray:
+    """4x4 target index -> source index, after checking that ``probs`` lie on ``source``."""
+    if tuple(probs.shape[1:]) != source.shape:
+        raise ValueError(f"probabilities {tuple(probs.shape)} do not match the source grid {source.shape}")
+    return np.linalg.inv(source.affine) @ target.affine
 
 
 def _grid_sample_chunks(probs: torch.Tensor, m: np.ndarray, shape: tuple[int, ...], chunk_voxels: int):
@@ -67,9 +72,7 @@ def probabilities_on_grid(probs: torch.Tensor, source: Volume, target: Volume, c
     """The probabilities themselves on ``target``'s grid ([C, *target.shape] float32), interpolated
     as `argmax_on_grid` does (trilinear in world space, clamped at the border); memory C x target.
     For analysis (thresholds, calibration); inference keeps only the arg-max."""
-    if tuple(probs.shape[1:]) != source.shape:
-        raise ValueError(f"probabilities {tuple(probs.shape)} do not match the source grid {source.shape}")
-    m = np.linalg.inv(source.affine) @ target.affine
+    m = _index_map(probs, source, target)
     out = np.empty((probs.shape[0], *target.shape), np.float32)
     for x0, sampled in _grid_sample_chunks(probs, m, target.shape, chunk_voxels):
         out[:, x0 : x0 + sampled.shape[1]] = sampled.cpu().numpy()
